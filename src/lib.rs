@@ -1,0 +1,7 @@
+//! machine-config-daemon: the on-node half of image mode for ostree-booted Kubernetes nodes.
+//!
+//! Data flows one way: observe → [`plan`] (pure) → execute (side effects behind small traits) → report.
+
+pub mod cli;
+pub mod config;
+pub mod plan;
