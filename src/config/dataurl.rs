@@ -45,13 +45,19 @@ pub fn decode(source: &str) -> Result<Vec<u8>, DataUrlError> {
         if REMOTE_SCHEMES.contains(&lower.as_str()) {
             return Err(DataUrlError::Remote { scheme: lower });
         }
-        if lower.is_empty() || !lower.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+        if lower.is_empty()
+            || !lower
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
             return Err(DataUrlError::Malformed("missing \"data:\" scheme"));
         }
         return Err(DataUrlError::UnsupportedScheme(lower));
     }
     let Some((header, payload)) = rest.split_once(',') else {
-        return Err(DataUrlError::Malformed("missing ',' between media type and data"));
+        return Err(DataUrlError::Malformed(
+            "missing ',' between media type and data",
+        ));
     };
     let is_base64 = header
         .rsplit(';')
@@ -62,13 +68,18 @@ pub fn decode(source: &str) -> Result<Vec<u8>, DataUrlError> {
         return Ok(unescaped);
     }
     // Ignition's decoder tolerates missing padding and embedded whitespace (line-wrapped base64).
-    let compact: Vec<u8> = unescaped.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = unescaped
+        .into_iter()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    engine.decode(&compact).map_err(|e| DataUrlError::Base64(e.to_string()))
+    engine
+        .decode(&compact)
+        .map_err(|e| DataUrlError::Base64(e.to_string()))
 }
 
 /// Percent-decoding that rejects a `%` not followed by two hex digits (the `percent-encoding` crate would
@@ -93,7 +104,11 @@ fn percent_decode_strict(s: &str) -> Result<Vec<u8>, DataUrlError> {
 
 /// Apply the Ignition `compression` field ("" / absent = none, "gzip"), never producing more than `limit`
 /// bytes: a gzip bomb fails fast instead of filling memory.
-pub fn decompress(data: Vec<u8>, compression: Option<&str>, limit: u64) -> Result<Vec<u8>, DataUrlError> {
+pub fn decompress(
+    data: Vec<u8>,
+    compression: Option<&str>,
+    limit: u64,
+) -> Result<Vec<u8>, DataUrlError> {
     match compression.unwrap_or("") {
         "" => {
             if data.len() as u64 > limit {
@@ -119,7 +134,10 @@ pub fn decompress(data: Vec<u8>, compression: Option<&str>, limit: u64) -> Resul
 
 /// Encode bytes as a base64 data URL (used for examples, tests and ODC round trips).
 pub fn encode_base64(data: &[u8]) -> String {
-    format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(data))
+    format!(
+        "data:;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(data)
+    )
 }
 
 #[cfg(test)]
@@ -131,7 +149,10 @@ mod tests {
     fn plain_and_percent_encoded() {
         assert_eq!(decode("data:,hello%20world%0A").unwrap(), b"hello world\n");
         assert_eq!(decode("data:,").unwrap(), b"");
-        assert_eq!(decode("data:text/plain;charset=utf-8,a%2Cb").unwrap(), b"a,b");
+        assert_eq!(
+            decode("data:text/plain;charset=utf-8,a%2Cb").unwrap(),
+            b"a,b"
+        );
         assert_eq!(decode("DATA:,x").unwrap(), b"x");
     }
 
@@ -154,7 +175,13 @@ mod tests {
             ("arn:aws:s3:::bucket/x", "arn"),
         ] {
             let err = decode(url).unwrap_err();
-            assert_eq!(err, DataUrlError::Remote { scheme: scheme.into() }, "{url}");
+            assert_eq!(
+                err,
+                DataUrlError::Remote {
+                    scheme: scheme.into()
+                },
+                "{url}"
+            );
             assert!(err.to_string().contains("never fetches"));
         }
         assert_eq!(
@@ -166,8 +193,14 @@ mod tests {
     #[test]
     fn malformed_inputs() {
         assert!(matches!(decode("hello"), Err(DataUrlError::Malformed(_))));
-        assert!(matches!(decode("data:text/plain"), Err(DataUrlError::Malformed(_))));
-        assert!(matches!(decode("data:;base64,!!!!"), Err(DataUrlError::Base64(_))));
+        assert!(matches!(
+            decode("data:text/plain"),
+            Err(DataUrlError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode("data:;base64,!!!!"),
+            Err(DataUrlError::Base64(_))
+        ));
         assert_eq!(decode("data:,50%"), Err(DataUrlError::Percent));
         assert_eq!(decode("data:,%zz"), Err(DataUrlError::Percent));
     }
@@ -191,7 +224,10 @@ mod tests {
             decompress(bomb, Some("gzip"), 64 * 1024),
             Err(DataUrlError::TooLarge { limit: 64 * 1024 })
         );
-        assert!(matches!(decompress(b"not gzip".to_vec(), Some("gzip"), 10), Err(DataUrlError::Gzip(_))));
+        assert!(matches!(
+            decompress(b"not gzip".to_vec(), Some("gzip"), 10),
+            Err(DataUrlError::Gzip(_))
+        ));
         assert_eq!(
             decompress(b"x".to_vec(), Some("bzip2"), 10),
             Err(DataUrlError::UnsupportedCompression("bzip2".into()))

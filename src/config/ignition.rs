@@ -127,7 +127,11 @@ impl Ignition {
 }
 
 /// Parse `spec.config`. `field` is the path used in error messages (normally `spec.config`).
-pub fn parse(config: &Value, field: &str, warnings: &mut Vec<String>) -> Result<Ignition, InvalidInput> {
+pub fn parse(
+    config: &Value,
+    field: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Ignition, InvalidInput> {
     let is_empty = match config {
         Value::Null => true,
         Value::Object(m) => m.is_empty(),
@@ -137,15 +141,18 @@ pub fn parse(config: &Value, field: &str, warnings: &mut Vec<String>) -> Result<
         return Ok(Ignition::default());
     }
     if !config.is_object() {
-        return Err(InvalidInput::new(field, "must be an Ignition config object"));
+        return Err(InvalidInput::new(
+            field,
+            "must be an Ignition config object",
+        ));
     }
     let version = config
         .get("ignition")
         .and_then(|i| i.get("version"))
         .ok_or_else(|| InvalidInput::new(format!("{field}.ignition.version"), "is required"))?;
-    let version = version
-        .as_str()
-        .ok_or_else(|| InvalidInput::new(format!("{field}.ignition.version"), "must be a string"))?;
+    let version = version.as_str().ok_or_else(|| {
+        InvalidInput::new(format!("{field}.ignition.version"), "must be a string")
+    })?;
     if version == "2.2.0" {
         return normalize(v2::translate(config, field)?, version, field);
     }
@@ -169,7 +176,12 @@ fn unsupported_version(field: &str, version: &str) -> InvalidInput {
 
 /// Run the `ignition-config` crate over a v3 config: it gates the version and checks the schema of that
 /// exact version (a 3.0 config may not use fields added in 3.4). Unknown keys are warnings, as in Ignition.
-fn check_v3(config: &Value, version: &str, field: &str, warnings: &mut Vec<String>) -> Result<(), InvalidInput> {
+fn check_v3(
+    config: &Value,
+    version: &str,
+    field: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), InvalidInput> {
     let bytes = serde_json::to_vec(config).expect("a JSON value serializes");
     match ignition_config::Config::parse_slice(&bytes) {
         Ok((parsed, unused)) => {
@@ -180,25 +192,37 @@ fn check_v3(config: &Value, version: &str, field: &str, warnings: &mut Vec<Strin
                 match w {
                     ignition_config::Warning::UnusedKey(key) => {
                         let key = key.trim_start_matches("$.");
-                        warnings.push(format!("{field}.{key}: unknown key for Ignition {version}, ignored"));
+                        warnings.push(format!(
+                            "{field}.{key}: unknown key for Ignition {version}, ignored"
+                        ));
                     }
                     other => warnings.push(format!("{field}: {other}")),
                 }
             }
             Ok(())
         }
-        Err(ignition_config::Error::UnknownVersion(_) | ignition_config::Error::InvalidVersion(_)) => {
-            Err(unsupported_version(field, version))
-        }
-        Err(e) => Err(InvalidInput::new(field, format!("invalid Ignition {version} config: {e}"))),
+        Err(
+            ignition_config::Error::UnknownVersion(_) | ignition_config::Error::InvalidVersion(_),
+        ) => Err(unsupported_version(field, version)),
+        Err(e) => Err(InvalidInput::new(
+            field,
+            format!("invalid Ignition {version} config: {e}"),
+        )),
     }
 }
 
 /// Deserialize with the failing field named, e.g. `spec.config.storage.files[2].mode`.
-fn deserialize_at<T: serde::de::DeserializeOwned>(value: &Value, field: &str) -> Result<T, InvalidInput> {
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    field: &str,
+) -> Result<T, InvalidInput> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." { field.to_string() } else { format!("{field}.{path}") };
+        let at = if path == "." {
+            field.to_string()
+        } else {
+            format!("{field}.{path}")
+        };
         InvalidInput::new(at, e.into_inner().to_string())
     })
 }
@@ -303,13 +327,19 @@ struct RawPasswd {
 
 fn normalize(raw: RawConfig, version: &str, field: &str) -> Result<Ignition, InvalidInput> {
     let storage = raw.storage.unwrap_or_default();
-    let files = normalize_files(storage.files.unwrap_or_default(), &format!("{field}.storage.files"))?;
+    let files = normalize_files(
+        storage.files.unwrap_or_default(),
+        &format!("{field}.storage.files"),
+    )?;
     let units = normalize_units(
         raw.systemd.unwrap_or_default().units.unwrap_or_default(),
         &format!("{field}.systemd.units"),
     )?;
     let passwd = raw.passwd.unwrap_or_default();
-    let users = normalize_users(passwd.users.unwrap_or_default(), &format!("{field}.passwd.users"))?;
+    let users = normalize_users(
+        passwd.users.unwrap_or_default(),
+        &format!("{field}.passwd.users"),
+    )?;
     Ok(Ignition {
         version: Some(version.to_string()),
         files,
@@ -346,9 +376,8 @@ fn normalize_files(raw: Vec<RawFile>, field: &str) -> Result<Vec<File>, InvalidI
             Some(res) => {
                 let bytes = match res.source.as_deref() {
                     None | Some("") => Vec::new(),
-                    Some(src) => {
-                        dataurl::decode(src).map_err(|e| InvalidInput::new(at("contents.source"), e.to_string()))?
-                    }
+                    Some(src) => dataurl::decode(src)
+                        .map_err(|e| InvalidInput::new(at("contents.source"), e.to_string()))?,
                 };
                 dataurl::decompress(bytes, res.compression.as_deref(), MAX_FILE_BYTES)
                     .map_err(|e| InvalidInput::new(at("contents"), e.to_string()))?
@@ -367,7 +396,9 @@ fn normalize_files(raw: Vec<RawFile>, field: &str) -> Result<Vec<File>, InvalidI
             Some(m) => {
                 return Err(InvalidInput::new(
                     at("mode"),
-                    format!("must be a permission mode between 0 and 07777 (decimal 4095), got {m}"),
+                    format!(
+                        "must be a permission mode between 0 and 07777 (decimal 4095), got {m}"
+                    ),
                 ));
             }
         };
@@ -386,16 +417,24 @@ fn normalize_files(raw: Vec<RawFile>, field: &str) -> Result<Vec<File>, InvalidI
 }
 
 fn owner(raw: Option<RawOwner>, field: &str) -> Result<Owner, InvalidInput> {
-    let Some(raw) = raw else { return Ok(Owner::Root) };
+    let Some(raw) = raw else {
+        return Ok(Owner::Root);
+    };
     let name = raw.name.filter(|n| !n.is_empty());
     match (raw.id, name) {
         (Some(_), Some(_)) => Err(InvalidInput::new(field, "set either id or name, not both")),
-        (Some(id), None) => u32::try_from(id)
-            .map(Owner::Id)
-            .map_err(|_| InvalidInput::new(format!("{field}.id"), format!("must be between 0 and 4294967295, got {id}"))),
+        (Some(id), None) => u32::try_from(id).map(Owner::Id).map_err(|_| {
+            InvalidInput::new(
+                format!("{field}.id"),
+                format!("must be between 0 and 4294967295, got {id}"),
+            )
+        }),
         (None, Some(name)) => {
             if name.contains([':', '/', '\n']) || name.chars().any(char::is_whitespace) {
-                return Err(InvalidInput::new(format!("{field}.name"), format!("{name:?} is not a valid user or group name")));
+                return Err(InvalidInput::new(
+                    format!("{field}.name"),
+                    format!("{name:?} is not a valid user or group name"),
+                ));
             }
             Ok(Owner::Name(name))
         }
@@ -404,15 +443,29 @@ fn owner(raw: Option<RawOwner>, field: &str) -> Result<Owner, InvalidInput> {
 }
 
 const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target", ".path", ".timer", ".snapshot",
-    ".slice", ".scope",
+    ".service",
+    ".socket",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".target",
+    ".path",
+    ".timer",
+    ".snapshot",
+    ".slice",
+    ".scope",
 ];
 
 /// Check a systemd unit name (`foo.service`, `getty@tty1.service`).
 pub fn check_unit_name(name: &str) -> Result<(), String> {
-    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
     let Some(suffix) = UNIT_SUFFIXES.iter().find(|s| name.ends_with(*s)) else {
-        return Err(format!("{name:?} is not a systemd unit name (it needs a suffix such as .service)"));
+        return Err(format!(
+            "{name:?} is not a systemd unit name (it needs a suffix such as .service)"
+        ));
     };
     if !valid_chars || name.len() == suffix.len() || name.len() > 255 {
         return Err(format!("{name:?} is not a valid systemd unit name"));
@@ -421,11 +474,17 @@ pub fn check_unit_name(name: &str) -> Result<(), String> {
 }
 
 fn check_dropin_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') || name.chars().any(|c| c.is_control()) {
+    if name.is_empty()
+        || name.contains('/')
+        || name.starts_with('.')
+        || name.chars().any(|c| c.is_control())
+    {
         return Err(format!("{name:?} is not a valid dropin file name"));
     }
     if !name.ends_with(".conf") {
-        return Err(format!("dropin {name:?} must end in .conf (systemd ignores other files)"));
+        return Err(format!(
+            "dropin {name:?} must end in .conf (systemd ignores other files)"
+        ));
     }
     Ok(())
 }
@@ -434,7 +493,8 @@ fn normalize_units(raw: Vec<RawUnit>, field: &str) -> Result<Vec<Unit>, InvalidI
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut units = Vec::with_capacity(raw.len());
     for (i, u) in raw.into_iter().enumerate() {
-        check_unit_name(&u.name).map_err(|why| InvalidInput::new(format!("{field}[{i}].name"), why))?;
+        check_unit_name(&u.name)
+            .map_err(|why| InvalidInput::new(format!("{field}[{i}].name"), why))?;
         if let Some(prev) = seen.insert(u.name.clone(), i) {
             return Err(InvalidInput::new(
                 format!("{field}[{i}].name"),
@@ -447,9 +507,15 @@ fn normalize_units(raw: Vec<RawUnit>, field: &str) -> Result<Vec<Unit>, InvalidI
             let at = format!("{field}[{i}].dropins[{j}].name");
             check_dropin_name(&d.name).map_err(|why| InvalidInput::new(&at, why))?;
             if dropin_names.insert(d.name.clone(), j).is_some() {
-                return Err(InvalidInput::new(at, format!("duplicate dropin {:?}", d.name)));
+                return Err(InvalidInput::new(
+                    at,
+                    format!("duplicate dropin {:?}", d.name),
+                ));
             }
-            dropins.push(Dropin { name: d.name, contents: d.contents.filter(|c| !c.is_empty()) });
+            dropins.push(Dropin {
+                name: d.name,
+                contents: d.contents.filter(|c| !c.is_empty()),
+            });
         }
         units.push(Unit {
             name: u.name,
@@ -462,7 +528,10 @@ fn normalize_units(raw: Vec<RawUnit>, field: &str) -> Result<Vec<Unit>, InvalidI
     Ok(units)
 }
 
-fn normalize_users(raw: Vec<serde_json::Map<String, Value>>, field: &str) -> Result<Vec<User>, InvalidInput> {
+fn normalize_users(
+    raw: Vec<serde_json::Map<String, Value>>,
+    field: &str,
+) -> Result<Vec<User>, InvalidInput> {
     let mut users = Vec::with_capacity(raw.len());
     for (i, mut u) in raw.into_iter().enumerate() {
         let at = |sub: &str| format!("{field}[{i}].{sub}");
@@ -476,7 +545,10 @@ fn normalize_users(raw: Vec<serde_json::Map<String, Value>>, field: &str) -> Res
                 let mut out = Vec::new();
                 for (k, key) in keys.into_iter().enumerate() {
                     let Value::String(key) = key else {
-                        return Err(InvalidInput::new(at(&format!("sshAuthorizedKeys[{k}]")), "must be a string"));
+                        return Err(InvalidInput::new(
+                            at(&format!("sshAuthorizedKeys[{k}]")),
+                            "must be a string",
+                        ));
                     };
                     if key.contains(['\n', '\r', '\0']) {
                         return Err(InvalidInput::new(
@@ -488,21 +560,38 @@ fn normalize_users(raw: Vec<serde_json::Map<String, Value>>, field: &str) -> Res
                 }
                 out
             }
-            Some(_) => return Err(InvalidInput::new(at("sshAuthorizedKeys"), "must be a list of strings")),
+            Some(_) => {
+                return Err(InvalidInput::new(
+                    at("sshAuthorizedKeys"),
+                    "must be a list of strings",
+                ));
+            }
         };
         let password_hash = match u.remove("passwordHash") {
             None | Some(Value::Null) => None,
             Some(Value::String(h)) => {
                 if h.contains([':', '\n', '\r', '\0']) {
                     // Never echo the hash itself: it is a secret.
-                    return Err(InvalidInput::new(at("passwordHash"), "must not contain ':' or line breaks"));
+                    return Err(InvalidInput::new(
+                        at("passwordHash"),
+                        "must not contain ':' or line breaks",
+                    ));
                 }
                 Some(h)
             }
             Some(_) => return Err(InvalidInput::new(at("passwordHash"), "must be a string")),
         };
-        let other_fields = u.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect();
-        users.push(User { name, ssh_authorized_keys, password_hash, other_fields });
+        let other_fields = u
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k)
+            .collect();
+        users.push(User {
+            name,
+            ssh_authorized_keys,
+            password_hash,
+            other_fields,
+        });
     }
     Ok(users)
 }
@@ -513,9 +602,16 @@ fn canonical(v: Value) -> Value {
         Value::Array(a) if a.is_empty() => Value::Null,
         Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
         Value::Object(m) => {
-            let m: serde_json::Map<String, Value> =
-                m.into_iter().map(|(k, v)| (k, canonical(v))).filter(|(_, v)| !v.is_null()).collect();
-            if m.is_empty() { Value::Null } else { Value::Object(m) }
+            let m: serde_json::Map<String, Value> = m
+                .into_iter()
+                .map(|(k, v)| (k, canonical(v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect();
+            if m.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(m)
+            }
         }
         other => other,
     }
@@ -599,7 +695,10 @@ mod v2 {
 
     pub(super) fn translate(config: &Value, field: &str) -> Result<RawConfig, InvalidInput> {
         let c: Config = deserialize_at(config, field)?;
-        if c.networkd.and_then(|n| n.units).is_some_and(|u| !u.is_empty()) {
+        if c.networkd
+            .and_then(|n| n.units)
+            .is_some_and(|u| !u.is_empty())
+        {
             return Err(InvalidInput::new(
                 format!("{field}.networkd.units"),
                 "networkd units (Ignition 2.x) are not supported; use NetworkManager files instead",
@@ -617,7 +716,10 @@ mod v2 {
                     ));
                 }
                 None => {
-                    return Err(InvalidInput::new(format!("{field}.storage.files[{i}].filesystem"), "is required"));
+                    return Err(InvalidInput::new(
+                        format!("{field}.storage.files[{i}].filesystem"),
+                        "is required",
+                    ));
                 }
             }
             files.push(RawFile {
@@ -677,7 +779,9 @@ mod tests {
     }
 
     fn parse_err(v: Value) -> String {
-        parse(&v, "spec.config", &mut Vec::new()).unwrap_err().to_string()
+        parse(&v, "spec.config", &mut Vec::new())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -702,12 +806,26 @@ mod tests {
 
     #[test]
     fn unsupported_versions() {
-        for v in ["3.6.0-experimental", "4.0.0", "2.0.0", "2.1.0", "2.3.0", "1.0.0", "x"] {
+        for v in [
+            "3.6.0-experimental",
+            "4.0.0",
+            "2.0.0",
+            "2.1.0",
+            "2.3.0",
+            "1.0.0",
+            "x",
+        ] {
             let e = parse_err(json!({"ignition": {"version": v}}));
-            assert!(e.starts_with("spec.config.ignition.version: Ignition spec"), "{v}: {e}");
+            assert!(
+                e.starts_with("spec.config.ignition.version: Ignition spec"),
+                "{v}: {e}"
+            );
             assert!(e.contains("accepted: 2.2.0 and 3.0.0 to 3.5.0"));
         }
-        assert_eq!(parse_err(json!({"storage": {}})), "spec.config.ignition.version: is required");
+        assert_eq!(
+            parse_err(json!({"storage": {}})),
+            "spec.config.ignition.version: is required"
+        );
     }
 
     #[test]
@@ -723,24 +841,64 @@ mod tests {
 
     #[test]
     fn field_paths_in_errors() {
-        let cfg = |files: Value| json!({"ignition": {"version": "3.4.0"}, "storage": {"files": files}});
+        let cfg =
+            |files: Value| json!({"ignition": {"version": "3.4.0"}, "storage": {"files": files}});
         let cases = [
-            (json!([{"path": "/etc/a"}, {"path": "/etc/b"}, {"path": "etc/c"}]), "spec.config.storage.files[2].path: must be absolute"),
-            (json!([{"path": "/etc/../x"}]), "spec.config.storage.files[0].path: must not contain '..'"),
-            (json!([{"path": "/usr/bin/x"}]), "spec.config.storage.files[0].path: \"/usr/bin/x\" is under /usr"),
-            (json!([{"path": "/etc/a", "mode": 99999}]), "spec.config.storage.files[0].mode: must be a permission mode"),
-            (json!([{"path": "/etc/a", "mode": -1}]), "spec.config.storage.files[0].mode"),
-            (json!([{"path": "/etc/a", "mode": "0644"}]), "spec.config.storage.files[0].mode: invalid type"),
-            (json!([{"path": "/etc/a", "contents": {"source": "https://x/y"}}]), "spec.config.storage.files[0].contents.source: remote source \"https:\""),
-            (json!([{"path": "/etc/a", "contents": {"source": "data:;base64,@@"}}]), "spec.config.storage.files[0].contents.source: malformed data URL"),
-            (json!([{"path": "/etc/a", "contents": {"source": "data:,abc", "compression": "gzip"}}]), "spec.config.storage.files[0].contents: invalid gzip data"),
-            (json!([{"path": "/etc/a"}, {"path": "/etc/a"}]), "spec.config.storage.files[1].path: duplicate file path"),
-            (json!([{"path": "/etc/a", "user": {"id": 1, "name": "x"}}]), "spec.config.storage.files[0].user: set either id or name"),
-            (json!([{"path": "/etc/a", "user": {"id": -5}}]), "spec.config.storage.files[0].user.id"),
+            (
+                json!([{"path": "/etc/a"}, {"path": "/etc/b"}, {"path": "etc/c"}]),
+                "spec.config.storage.files[2].path: must be absolute",
+            ),
+            (
+                json!([{"path": "/etc/../x"}]),
+                "spec.config.storage.files[0].path: must not contain '..'",
+            ),
+            (
+                json!([{"path": "/usr/bin/x"}]),
+                "spec.config.storage.files[0].path: \"/usr/bin/x\" is under /usr",
+            ),
+            (
+                json!([{"path": "/etc/a", "mode": 99999}]),
+                "spec.config.storage.files[0].mode: must be a permission mode",
+            ),
+            (
+                json!([{"path": "/etc/a", "mode": -1}]),
+                "spec.config.storage.files[0].mode",
+            ),
+            (
+                json!([{"path": "/etc/a", "mode": "0644"}]),
+                "spec.config.storage.files[0].mode: invalid type",
+            ),
+            (
+                json!([{"path": "/etc/a", "contents": {"source": "https://x/y"}}]),
+                "spec.config.storage.files[0].contents.source: remote source \"https:\"",
+            ),
+            (
+                json!([{"path": "/etc/a", "contents": {"source": "data:;base64,@@"}}]),
+                "spec.config.storage.files[0].contents.source: malformed data URL",
+            ),
+            (
+                json!([{"path": "/etc/a", "contents": {"source": "data:,abc", "compression": "gzip"}}]),
+                "spec.config.storage.files[0].contents: invalid gzip data",
+            ),
+            (
+                json!([{"path": "/etc/a"}, {"path": "/etc/a"}]),
+                "spec.config.storage.files[1].path: duplicate file path",
+            ),
+            (
+                json!([{"path": "/etc/a", "user": {"id": 1, "name": "x"}}]),
+                "spec.config.storage.files[0].user: set either id or name",
+            ),
+            (
+                json!([{"path": "/etc/a", "user": {"id": -5}}]),
+                "spec.config.storage.files[0].user.id",
+            ),
         ];
         for (files, want) in cases {
             let e = parse_err(cfg(files.clone()));
-            assert!(e.starts_with(want), "{files}: got {e:?}, want prefix {want:?}");
+            assert!(
+                e.starts_with(want),
+                "{files}: got {e:?}, want prefix {want:?}"
+            );
         }
     }
 
@@ -759,12 +917,25 @@ mod tests {
         assert_eq!(ign.units[0].dropins[1].contents, None);
         assert!(!ign.units[1].has_unit_settings());
         assert!(ign.units[2].mask);
-        let bad = |units: Value| parse_err(json!({"ignition": {"version": "3.2.0"}, "systemd": {"units": units}}));
-        assert!(bad(json!([{"name": "noext"}])).starts_with("spec.config.systemd.units[0].name: \"noext\" is not a systemd unit name"));
+        let bad = |units: Value| {
+            parse_err(json!({"ignition": {"version": "3.2.0"}, "systemd": {"units": units}}))
+        };
+        assert!(bad(json!([{"name": "noext"}])).starts_with(
+            "spec.config.systemd.units[0].name: \"noext\" is not a systemd unit name"
+        ));
         assert!(bad(json!([{"name": "a/b.service"}])).contains("not a valid systemd unit name"));
-        assert!(bad(json!([{"name": "a.service"}, {"name": "a.service"}])).contains("units[1].name: duplicate unit"));
-        assert!(bad(json!([{"name": "a.service", "dropins": [{"name": "x.txt"}]}])).contains("dropins[0].name: dropin \"x.txt\" must end in .conf"));
-        assert!(bad(json!([{"name": "a.service", "dropins": [{"name": "../x.conf"}]}])).contains("not a valid dropin"));
+        assert!(
+            bad(json!([{"name": "a.service"}, {"name": "a.service"}]))
+                .contains("units[1].name: duplicate unit")
+        );
+        assert!(
+            bad(json!([{"name": "a.service", "dropins": [{"name": "x.txt"}]}]))
+                .contains("dropins[0].name: dropin \"x.txt\" must end in .conf")
+        );
+        assert!(
+            bad(json!([{"name": "a.service", "dropins": [{"name": "../x.conf"}]}]))
+                .contains("not a valid dropin")
+        );
     }
 
     #[test]
@@ -777,8 +948,13 @@ mod tests {
         assert_eq!(core.ssh_authorized_keys, vec!["ssh-ed25519 AAAA a@b"]);
         assert_eq!(core.password_hash.as_deref(), Some("$6$x$y"));
         assert_eq!(core.other_fields, vec!["shell"]);
-        let bad = |u: Value| parse_err(json!({"ignition": {"version": "3.4.0"}, "passwd": {"users": [u]}}));
-        assert!(bad(json!({"name": "core", "sshAuthorizedKeys": ["a\nb"]})).contains("sshAuthorizedKeys[0]: must be a single line"));
+        let bad = |u: Value| {
+            parse_err(json!({"ignition": {"version": "3.4.0"}, "passwd": {"users": [u]}}))
+        };
+        assert!(
+            bad(json!({"name": "core", "sshAuthorizedKeys": ["a\nb"]}))
+                .contains("sshAuthorizedKeys[0]: must be a single line")
+        );
         let e = bad(json!({"name": "core", "passwordHash": "$6$secret:x"}));
         assert!(e.contains("passwordHash: must not contain") && !e.contains("secret"));
         assert!(bad(json!({"sshAuthorizedKeys": []})).contains("users[0].name: is required"));
@@ -786,10 +962,14 @@ mod tests {
 
     #[test]
     fn fixed_sections_are_canonical() {
-        let (a, _) = parse_ok(json!({"ignition": {"version": "3.4.0"}, "storage": {"disks": [], "links": null}}));
+        let (a, _) = parse_ok(
+            json!({"ignition": {"version": "3.4.0"}, "storage": {"disks": [], "links": null}}),
+        );
         let (b, _) = parse_ok(json!({"ignition": {"version": "3.4.0"}}));
         assert_eq!(a.fixed, b.fixed);
-        let (c, _) = parse_ok(json!({"ignition": {"version": "3.4.0"}, "kernelArguments": {"shouldExist": ["x"]}}));
+        let (c, _) = parse_ok(
+            json!({"ignition": {"version": "3.4.0"}, "kernelArguments": {"shouldExist": ["x"]}}),
+        );
         assert_ne!(c.fixed, b.fixed);
     }
 
@@ -810,9 +990,16 @@ mod tests {
             "storage": {"files": [{"filesystem": "root", "path": "/etc/x", "append": true, "contents": {"source": "data:,a"}}]}
         }));
         assert!(ign.files[0].append);
-        let e = parse_err(json!({"ignition": {"version": "2.2.0"}, "storage": {"files": [{"filesystem": "data", "path": "/etc/x"}]}}));
-        assert!(e.starts_with("spec.config.storage.files[0].filesystem: only the \"root\" filesystem"), "{e}");
-        let e = parse_err(json!({"ignition": {"version": "2.2.0"}, "networkd": {"units": [{"name": "x.network"}]}}));
+        let e = parse_err(
+            json!({"ignition": {"version": "2.2.0"}, "storage": {"files": [{"filesystem": "data", "path": "/etc/x"}]}}),
+        );
+        assert!(
+            e.starts_with("spec.config.storage.files[0].filesystem: only the \"root\" filesystem"),
+            "{e}"
+        );
+        let e = parse_err(
+            json!({"ignition": {"version": "2.2.0"}, "networkd": {"units": [{"name": "x.network"}]}}),
+        );
         assert!(e.contains("networkd"));
     }
 }

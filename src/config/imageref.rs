@@ -23,7 +23,10 @@ pub struct ImageRefError {
 impl ImageRef {
     /// Parse and validate a pullspec.
     pub fn parse(input: &str) -> Result<Self, ImageRefError> {
-        let err = |why| ImageRefError { input: input.to_string(), why };
+        let err = |why| ImageRefError {
+            input: input.to_string(),
+            why,
+        };
         if input.is_empty() {
             return Err(err("it is empty"));
         }
@@ -31,7 +34,9 @@ impl ImageRef {
             return Err(err("it is too long"));
         }
         if input.contains("://") || input.starts_with("ostree-") || input.starts_with("docker:") {
-            return Err(err("give a pullspec without a transport (e.g. quay.io/org/os@sha256:…)"));
+            return Err(err(
+                "give a pullspec without a transport (e.g. quay.io/org/os@sha256:…)",
+            ));
         }
         if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(err("it contains whitespace"));
@@ -46,7 +51,9 @@ impl ImageRef {
         // A ':' after the last '/' separates the tag; a ':' before it is a registry port.
         let last_slash = rest.rfind('/');
         let (name, tag) = match rest.rfind(':') {
-            Some(colon) if last_slash.is_none_or(|s| colon > s) => (&rest[..colon], Some(&rest[colon + 1..])),
+            Some(colon) if last_slash.is_none_or(|s| colon > s) => {
+                (&rest[..colon], Some(&rest[colon + 1..]))
+            }
             _ => (rest, None),
         };
         if let Some(tag) = tag {
@@ -95,11 +102,14 @@ impl fmt::Display for ImageRef {
 }
 
 fn validate_digest(d: &str) -> Result<(), &'static str> {
-    let (alg, hex) = d.split_once(':').ok_or("the digest must be algorithm:hex (e.g. sha256:…)")?;
+    let (alg, hex) = d
+        .split_once(':')
+        .ok_or("the digest must be algorithm:hex (e.g. sha256:…)")?;
     let alg_ok = !alg.is_empty()
         && alg.split(['+', '.', '-', '_']).all(|c| {
             let mut chars = c.chars();
-            chars.next().is_some_and(|f| f.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric())
+            chars.next().is_some_and(|f| f.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric())
         });
     if !alg_ok {
         return Err("the digest algorithm is malformed");
@@ -124,8 +134,13 @@ fn validate_digest(d: &str) -> Result<(), &'static str> {
 
 fn validate_tag(tag: &str) -> Result<(), &'static str> {
     let mut chars = tag.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !first_ok || tag.len() > 128 || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !first_ok
+        || tag.len() > 128
+        || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
         return Err("the tag is malformed (letters, digits, '_', '.', '-'; at most 128)");
     }
     Ok(())
@@ -140,8 +155,11 @@ fn validate_name(name: &str) -> Result<(), &'static str> {
     }
     let mut components: Vec<&str> = name.split('/').collect();
     let first = components[0];
-    let has_domain =
-        components.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()));
+    let has_domain = components.len() > 1
+        && (first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase()));
     if has_domain {
         validate_domain(first)?;
         components.remove(0);
@@ -157,7 +175,9 @@ fn validate_name(name: &str) -> Result<(), &'static str> {
 
 fn validate_domain(domain: &str) -> Result<(), &'static str> {
     let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']').ok_or("the registry IPv6 address is malformed")?;
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or("the registry IPv6 address is malformed")?;
         if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
             return Err("the registry IPv6 address is malformed");
         }
@@ -169,7 +189,10 @@ fn validate_domain(domain: &str) -> Result<(), &'static str> {
         }
     };
     if let Some(port) = port {
-        if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) || port.parse::<u32>().map_or(true, |p| p > 65535) {
+        if port.is_empty()
+            || !port.chars().all(|c| c.is_ascii_digit())
+            || port.parse::<u32>().map_or(true, |p| p > 65535)
+        {
             return Err("the registry port is malformed");
         }
     }
@@ -191,7 +214,10 @@ fn validate_domain(domain: &str) -> Result<(), &'static str> {
 fn validate_path_component(c: &str) -> Result<(), &'static str> {
     const WHY: &str = "repository path components must be lowercase letters and digits separated by '.', '_', '__' or '-'";
     let bytes = c.as_bytes();
-    if bytes.is_empty() || !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+    if bytes.is_empty()
+        || !bytes[0].is_ascii_alphanumeric()
+        || !bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    {
         return Err(WHY);
     }
     let mut i = 0;
@@ -246,7 +272,11 @@ mod tests {
         let r = ImageRef::parse("127.0.0.1:5000/os").unwrap();
         assert_eq!(r.name(), "127.0.0.1:5000/os");
         assert_eq!(r.tag(), None);
-        assert!(r.pinning_warning("spec.osImageURL").unwrap().contains("by tag"));
+        assert!(
+            r.pinning_warning("spec.osImageURL")
+                .unwrap()
+                .contains("by tag")
+        );
     }
 
     #[test]

@@ -71,19 +71,32 @@ mod tests {
             ("nosmt  mitigations=auto", &["nosmt", "mitigations=auto"]),
             (" a b ", &["a", "b"]),
             (r#"foo="a b" bar"#, &[r#"foo="a b""#, "bar"]),
-            (r#"dyndbg="file drivers/x.c +p""#, &[r#"dyndbg="file drivers/x.c +p""#]),
+            (
+                r#"dyndbg="file drivers/x.c +p""#,
+                &[r#"dyndbg="file drivers/x.c +p""#],
+            ),
             (r#""quoted whole""#, &[r#""quoted whole""#]),
-            ("console=tty0 console=ttyS0,115200n8", &["console=tty0", "console=ttyS0,115200n8"]),
+            (
+                "console=tty0 console=ttyS0,115200n8",
+                &["console=tty0", "console=ttyS0,115200n8"],
+            ),
         ];
         for (input, want) in cases {
             let got = split(input).unwrap();
-            assert_eq!(got, want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{input:?}");
+            assert_eq!(
+                got,
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{input:?}"
+            );
         }
     }
 
     #[test]
     fn invalid_entries() {
-        assert!(matches!(split(r#"foo="a b"#), Err(KargError::UnterminatedQuote(_))));
+        assert!(matches!(
+            split(r#"foo="a b"#),
+            Err(KargError::UnterminatedQuote(_))
+        ));
         assert!(matches!(split("a\nb"), Err(KargError::ControlCharacter(_))));
         assert!(matches!(split("a\tb"), Err(KargError::ControlCharacter(_))));
         assert!(matches!(split("=value"), Err(KargError::EmptyKey(_))));

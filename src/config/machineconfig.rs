@@ -128,18 +128,34 @@ impl MachineConfig {
         }
         let raw: RawMachineConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {
             let path = e.path().to_string();
-            InvalidInput::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            InvalidInput::new(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         match raw.api_version.as_deref() {
             Some(API_VERSION) => {}
             Some(other) => {
-                return Err(InvalidInput::new("apiVersion", format!("must be {API_VERSION}, got {other:?}")));
+                return Err(InvalidInput::new(
+                    "apiVersion",
+                    format!("must be {API_VERSION}, got {other:?}"),
+                ));
             }
-            None => return Err(InvalidInput::new("apiVersion", format!("is required ({API_VERSION})"))),
+            None => {
+                return Err(InvalidInput::new(
+                    "apiVersion",
+                    format!("is required ({API_VERSION})"),
+                ));
+            }
         }
         match raw.kind.as_deref() {
             Some(KIND) => {}
-            Some(other) => return Err(InvalidInput::new("kind", format!("must be {KIND}, got {other:?}"))),
+            Some(other) => {
+                return Err(InvalidInput::new(
+                    "kind",
+                    format!("must be {KIND}, got {other:?}"),
+                ));
+            }
             None => return Err(InvalidInput::new("kind", format!("is required ({KIND})"))),
         }
         let spec = raw.spec;
@@ -151,18 +167,25 @@ impl MachineConfig {
             &mut warnings,
         )?;
         let kernel_arguments = kargs::split_all(&spec.kernel_arguments.unwrap_or_default())
-            .map_err(|(i, e)| InvalidInput::new(format!("spec.kernelArguments[{i}]"), e.to_string()))?;
+            .map_err(|(i, e)| {
+                InvalidInput::new(format!("spec.kernelArguments[{i}]"), e.to_string())
+            })?;
         let kernel_type_raw = spec.kernel_type.unwrap_or_default();
         let kernel_type = KernelType::parse(&kernel_type_raw).ok_or_else(|| {
             InvalidInput::new(
                 "spec.kernelType",
-                format!("unknown kernel type {kernel_type_raw:?} (use default, realtime or 64k-pages)"),
+                format!(
+                    "unknown kernel type {kernel_type_raw:?} (use default, realtime or 64k-pages)"
+                ),
             )
         })?;
         let extensions = spec.extensions.unwrap_or_default();
         for (i, e) in extensions.iter().enumerate() {
             if e.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(InvalidInput::new(format!("spec.extensions[{i}]"), format!("{e:?} is not an extension name")));
+                return Err(InvalidInput::new(
+                    format!("spec.extensions[{i}]"),
+                    format!("{e:?} is not an extension name"),
+                ));
             }
         }
         let ignition = ignition::parse(&spec.config, "spec.config", &mut warnings)?;
@@ -190,14 +213,21 @@ impl MachineConfig {
     pub fn with_os_image(&self, image: ImageRef) -> Self {
         let mut mc = self.clone();
         if let Some(spec) = mc.raw.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("osImageURL".into(), Value::String(image.as_str().to_string()));
+            spec.insert(
+                "osImageURL".into(),
+                Value::String(image.as_str().to_string()),
+            );
         }
         mc.os_image_url = Some(image);
         mc
     }
 }
 
-fn image_field(value: Option<String>, field: &str, warnings: &mut Vec<String>) -> Result<Option<ImageRef>, InvalidInput> {
+fn image_field(
+    value: Option<String>,
+    field: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ImageRef>, InvalidInput> {
     match value.filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => {
@@ -210,19 +240,27 @@ fn image_field(value: Option<String>, field: &str, warnings: &mut Vec<String>) -
 
 /// Decode a YAML or JSON document into a JSON value. JSON input gets serde_json's precise positions.
 pub fn parse_document(bytes: &[u8]) -> Result<Value, InvalidInput> {
-    let text = std::str::from_utf8(bytes).map_err(|_| InvalidInput::new("", "is not valid UTF-8"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| InvalidInput::new("", "is not valid UTF-8"))?;
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(InvalidInput::new("", "is empty"));
     }
     if trimmed.starts_with('{') {
-        return serde_json::from_str(text).map_err(|e| InvalidInput::new("", format!("invalid JSON: {e}")));
+        return serde_json::from_str(text)
+            .map_err(|e| InvalidInput::new("", format!("invalid JSON: {e}")));
     }
     let mut docs = serde_yaml::Deserializer::from_str(text);
-    let first = docs.next().ok_or_else(|| InvalidInput::new("", "is empty"))?;
-    let value = Value::deserialize(first).map_err(|e| InvalidInput::new("", format!("invalid YAML: {e}")))?;
+    let first = docs
+        .next()
+        .ok_or_else(|| InvalidInput::new("", "is empty"))?;
+    let value = Value::deserialize(first)
+        .map_err(|e| InvalidInput::new("", format!("invalid YAML: {e}")))?;
     if docs.next().is_some() {
-        return Err(InvalidInput::new("", "holds more than one YAML document; give one object per file"));
+        return Err(InvalidInput::new(
+            "",
+            "holds more than one YAML document; give one object per file",
+        ));
     }
     Ok(value)
 }
@@ -252,7 +290,9 @@ mod tests {
     }
 
     fn err(doc: &str) -> String {
-        MachineConfig::from_slice(doc.as_bytes()).unwrap_err().to_string()
+        MachineConfig::from_slice(doc.as_bytes())
+            .unwrap_err()
+            .to_string()
     }
 
     const HEAD: &str = "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\n";
@@ -263,28 +303,64 @@ mod tests {
         assert!(err("{not json").starts_with("invalid JSON"));
         assert!(err("a: [").starts_with("invalid YAML"));
         assert!(err("- 1\n- 2\n").contains("expected a MachineConfig object"));
-        assert_eq!(err("kind: MachineConfig\n"), "apiVersion: is required (machineconfiguration.openshift.io/v1)");
-        assert!(err("apiVersion: v1\nkind: MachineConfig\n").starts_with("apiVersion: must be machineconfiguration"));
-        assert!(err("apiVersion: machineconfiguration.openshift.io/v1\nkind: Pod\n").starts_with("kind: must be MachineConfig"));
-        assert!(err(&format!("{HEAD}spec:\n  kernelType: turbo\n")).starts_with("spec.kernelType: unknown kernel type \"turbo\""));
-        assert!(err(&format!("{HEAD}spec:\n  osImageURL: 'not an image'\n")).starts_with("spec.osImageURL: invalid image reference"));
-        assert!(err(&format!("{HEAD}spec:\n  kernelArguments: ['ok', 'bad=\"x']\n")).starts_with("spec.kernelArguments[1]: unterminated"));
-        assert!(err(&format!("{HEAD}spec:\n  kernelArguments: 'nosmt'\n")).starts_with("spec.kernelArguments: invalid type"));
-        assert!(err(&format!("{HEAD}spec:\n  fips: maybe\n")).starts_with("spec.fips: invalid type"));
+        assert_eq!(
+            err("kind: MachineConfig\n"),
+            "apiVersion: is required (machineconfiguration.openshift.io/v1)"
+        );
+        assert!(
+            err("apiVersion: v1\nkind: MachineConfig\n")
+                .starts_with("apiVersion: must be machineconfiguration")
+        );
+        assert!(
+            err("apiVersion: machineconfiguration.openshift.io/v1\nkind: Pod\n")
+                .starts_with("kind: must be MachineConfig")
+        );
+        assert!(
+            err(&format!("{HEAD}spec:\n  kernelType: turbo\n"))
+                .starts_with("spec.kernelType: unknown kernel type \"turbo\"")
+        );
+        assert!(
+            err(&format!("{HEAD}spec:\n  osImageURL: 'not an image'\n"))
+                .starts_with("spec.osImageURL: invalid image reference")
+        );
+        assert!(
+            err(&format!(
+                "{HEAD}spec:\n  kernelArguments: ['ok', 'bad=\"x']\n"
+            ))
+            .starts_with("spec.kernelArguments[1]: unterminated")
+        );
+        assert!(
+            err(&format!("{HEAD}spec:\n  kernelArguments: 'nosmt'\n"))
+                .starts_with("spec.kernelArguments: invalid type")
+        );
+        assert!(
+            err(&format!("{HEAD}spec:\n  fips: maybe\n")).starts_with("spec.fips: invalid type")
+        );
         assert!(err(&format!("{HEAD}---\n{HEAD}")).contains("more than one YAML document"));
-        assert!(err(&format!("{HEAD}spec:\n  extensions: ['a b']\n")).starts_with("spec.extensions[0]"));
+        assert!(
+            err(&format!("{HEAD}spec:\n  extensions: ['a b']\n")).starts_with("spec.extensions[0]")
+        );
     }
 
     #[test]
     fn tag_pinned_image_is_a_warning() {
-        let mc = MachineConfig::from_slice(format!("{HEAD}spec:\n  osImageURL: quay.io/os/os:latest\n").as_bytes()).unwrap();
+        let mc = MachineConfig::from_slice(
+            format!("{HEAD}spec:\n  osImageURL: quay.io/os/os:latest\n").as_bytes(),
+        )
+        .unwrap();
         assert_eq!(mc.warnings.len(), 1);
-        assert!(mc.warnings[0].starts_with("spec.osImageURL: image quay.io/os/os:latest is referenced by tag"));
+        assert!(
+            mc.warnings[0]
+                .starts_with("spec.osImageURL: image quay.io/os/os:latest is referenced by tag")
+        );
     }
 
     #[test]
     fn desired_image_override_updates_raw() {
-        let mc = MachineConfig::from_slice(format!("{HEAD}spec:\n  osImageURL: quay.io/os/a@{D}\n").as_bytes()).unwrap();
+        let mc = MachineConfig::from_slice(
+            format!("{HEAD}spec:\n  osImageURL: quay.io/os/a@{D}\n").as_bytes(),
+        )
+        .unwrap();
         let img = ImageRef::parse(&format!("quay.io/os/b@{D}")).unwrap();
         let over = mc.with_os_image(img);
         assert_eq!(over.os_image(), Some(format!("quay.io/os/b@{D}").as_str()));

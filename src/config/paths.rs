@@ -44,7 +44,9 @@ pub fn check_managed_path(path: &str) -> Result<(), String> {
         return Err(format!("must not contain '..' components, got {path:?}"));
     }
     if path == "/" || components.iter().any(|c| c.is_empty() || *c == ".") {
-        return Err(format!("must be a clean path (no '.', '//' or trailing '/'), got {path:?}"));
+        return Err(format!(
+            "must be a clean path (no '.', '//' or trailing '/'), got {path:?}"
+        ));
     }
     if path == FORCEFILE {
         // Allowed through parsing so the planner reports it as unreconcilable, as the MCD does.
@@ -75,7 +77,12 @@ mod tests {
 
     #[test]
     fn managed_path_rules() {
-        for ok in ["/etc/chrony.conf", "/var/lib/kubelet/config.json", "/home/core/.ssh/x", FORCEFILE] {
+        for ok in [
+            "/etc/chrony.conf",
+            "/var/lib/kubelet/config.json",
+            "/home/core/.ssh/x",
+            FORCEFILE,
+        ] {
             assert!(check_managed_path(ok).is_ok(), "{ok}");
         }
         let cases = [
@@ -102,9 +109,18 @@ mod tests {
 
     #[test]
     fn under_is_component_wise() {
-        assert!(is_under("/etc/containers/registries.d/x", "/etc/containers/registries.d"));
-        assert!(is_under("/etc/containers/registries.d", "/etc/containers/registries.d"));
-        assert!(!is_under("/etc/containers/registries.dx", "/etc/containers/registries.d"));
+        assert!(is_under(
+            "/etc/containers/registries.d/x",
+            "/etc/containers/registries.d"
+        ));
+        assert!(is_under(
+            "/etc/containers/registries.d",
+            "/etc/containers/registries.d"
+        ));
+        assert!(!is_under(
+            "/etc/containers/registries.dx",
+            "/etc/containers/registries.d"
+        ));
         assert!(is_under("/etc/x", "/etc/"));
     }
 }

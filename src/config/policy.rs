@@ -147,7 +147,10 @@ impl MachineConfiguration {
     pub fn from_value(doc: Value) -> Result<Self, InvalidInput> {
         let raw: Raw = serde_path_to_error::deserialize(&doc).map_err(|e| {
             let path = e.path().to_string();
-            InvalidInput::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            InvalidInput::new(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         match raw.api_version.as_deref() {
             Some(API_VERSION) => {}
@@ -161,47 +164,75 @@ impl MachineConfiguration {
         if raw.kind.as_deref() != Some(KIND) {
             return Err(InvalidInput::new(
                 "kind",
-                format!("must be {KIND}, got {:?}", raw.kind.as_deref().unwrap_or("")),
+                format!(
+                    "must be {KIND}, got {:?}",
+                    raw.kind.as_deref().unwrap_or("")
+                ),
             ));
         }
         let policy = raw.spec.node_disruption_policy.unwrap_or_default();
         let base = "spec.nodeDisruptionPolicy";
         let raw_files = policy.files.unwrap_or_default();
         if raw_files.len() > 50 {
-            return Err(InvalidInput::new(format!("{base}.files"), "must have at most 50 entries"));
+            return Err(InvalidInput::new(
+                format!("{base}.files"),
+                "must have at most 50 entries",
+            ));
         }
         let mut files = Vec::new();
         for (i, f) in raw_files.into_iter().enumerate() {
             let at = format!("{base}.files[{i}]");
             if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
-                return Err(InvalidInput::new(format!("{at}.path"), format!("must be an absolute path, got {:?}", f.path)));
+                return Err(InvalidInput::new(
+                    format!("{at}.path"),
+                    format!("must be an absolute path, got {:?}", f.path),
+                ));
             }
             if files.iter().any(|p: &FilePolicy| p.path == f.path) {
-                return Err(InvalidInput::new(format!("{at}.path"), format!("duplicate path {:?}", f.path)));
+                return Err(InvalidInput::new(
+                    format!("{at}.path"),
+                    format!("duplicate path {:?}", f.path),
+                ));
             }
             let actions = actions(f.actions, &format!("{at}.actions"))?;
-            files.push(FilePolicy { path: f.path, actions });
+            files.push(FilePolicy {
+                path: f.path,
+                actions,
+            });
         }
         let raw_units = policy.units.unwrap_or_default();
         if raw_units.len() > 50 {
-            return Err(InvalidInput::new(format!("{base}.units"), "must have at most 50 entries"));
+            return Err(InvalidInput::new(
+                format!("{base}.units"),
+                "must have at most 50 entries",
+            ));
         }
         let mut units = Vec::new();
         for (i, u) in raw_units.into_iter().enumerate() {
             let at = format!("{base}.units[{i}]");
             check_unit_name(&u.name).map_err(|why| InvalidInput::new(format!("{at}.name"), why))?;
             if units.iter().any(|p: &UnitPolicy| p.name == u.name) {
-                return Err(InvalidInput::new(format!("{at}.name"), format!("duplicate unit {:?}", u.name)));
+                return Err(InvalidInput::new(
+                    format!("{at}.name"),
+                    format!("duplicate unit {:?}", u.name),
+                ));
             }
             let actions = actions(u.actions, &format!("{at}.actions"))?;
-            units.push(UnitPolicy { name: u.name, actions });
+            units.push(UnitPolicy {
+                name: u.name,
+                actions,
+            });
         }
         let ssh_key = match policy.sshkey {
             None => None,
             Some(s) => Some(actions(s.actions, &format!("{base}.sshkey.actions"))?),
         };
         let mut storage_overrides = Vec::new();
-        let raw_overrides = raw.spec.irreconcilable_validation_overrides.and_then(|o| o.storage).unwrap_or_default();
+        let raw_overrides = raw
+            .spec
+            .irreconcilable_validation_overrides
+            .and_then(|o| o.storage)
+            .unwrap_or_default();
         for (i, s) in raw_overrides.iter().enumerate() {
             let o = match s.as_str() {
                 "Disks" => StorageOverride::Disks,
@@ -220,7 +251,11 @@ impl MachineConfiguration {
         }
         Ok(MachineConfiguration {
             name: raw.metadata.name.unwrap_or_default(),
-            node_disruption_policy: NodeDisruptionPolicy { files, units, ssh_key },
+            node_disruption_policy: NodeDisruptionPolicy {
+                files,
+                units,
+                ssh_key,
+            },
             storage_overrides,
         })
     }
@@ -238,7 +273,10 @@ fn actions(raw: Vec<RawAction>, field: &str) -> Result<Vec<PolicyAction>, Invali
         let at = format!("{field}[{i}]");
         let service = |s: Option<RawService>, key: &str| -> Result<String, InvalidInput> {
             let s = s.ok_or_else(|| {
-                InvalidInput::new(format!("{at}.{key}"), format!("is required when type is {}", a.kind))
+                InvalidInput::new(
+                    format!("{at}.{key}"),
+                    format!("is required when type is {}", a.kind),
+                )
             })?;
             check_service_name(&s.service_name)
                 .map_err(|why| InvalidInput::new(format!("{at}.{key}.serviceName"), why))?;
@@ -254,17 +292,25 @@ fn actions(raw: Vec<RawAction>, field: &str) -> Result<Vec<PolicyAction>, Invali
             other => {
                 return Err(InvalidInput::new(
                     format!("{at}.type"),
-                    format!("must be one of Reboot, Drain, Reload, Restart, DaemonReload, None; got {other:?}"),
+                    format!(
+                        "must be one of Reboot, Drain, Reload, Restart, DaemonReload, None; got {other:?}"
+                    ),
                 ));
             }
         };
         out.push(action);
     }
     if out.len() > 1 && out.contains(&PolicyAction::Reboot) {
-        return Err(InvalidInput::new(field, "Reboot action can only be specified standalone"));
+        return Err(InvalidInput::new(
+            field,
+            "Reboot action can only be specified standalone",
+        ));
     }
     if out.len() > 1 && out.contains(&PolicyAction::None) {
-        return Err(InvalidInput::new(field, "None action can only be specified standalone"));
+        return Err(InvalidInput::new(
+            field,
+            "None action can only be specified standalone",
+        ));
     }
     Ok(out)
 }
@@ -286,7 +332,8 @@ mod tests {
     const HEAD: &str = "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata:\n  name: cluster\n";
 
     fn parse(body: &str) -> Result<MachineConfiguration, String> {
-        MachineConfiguration::from_slice(format!("{HEAD}{body}").as_bytes()).map_err(|e| e.to_string())
+        MachineConfiguration::from_slice(format!("{HEAD}{body}").as_bytes())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -297,33 +344,92 @@ mod tests {
         .unwrap();
         assert_eq!(mc.name, "cluster");
         let p = &mc.node_disruption_policy;
-        assert_eq!(p.files[0].actions, vec![PolicyAction::Restart("chronyd.service".into())]);
-        assert_eq!(p.units[0].actions, vec![PolicyAction::DaemonReload, PolicyAction::Reload("foo.service".into())]);
+        assert_eq!(
+            p.files[0].actions,
+            vec![PolicyAction::Restart("chronyd.service".into())]
+        );
+        assert_eq!(
+            p.units[0].actions,
+            vec![
+                PolicyAction::DaemonReload,
+                PolicyAction::Reload("foo.service".into())
+            ]
+        );
         assert_eq!(p.ssh_key, Some(vec![PolicyAction::Drain]));
-        assert_eq!(mc.storage_overrides, vec![StorageOverride::Disks, StorageOverride::Raid]);
+        assert_eq!(
+            mc.storage_overrides,
+            vec![StorageOverride::Disks, StorageOverride::Raid]
+        );
         // An empty spec is a valid "no user policy".
-        assert_eq!(parse("spec: {}\n").unwrap().node_disruption_policy, NodeDisruptionPolicy::default());
+        assert_eq!(
+            parse("spec: {}\n").unwrap().node_disruption_policy,
+            NodeDisruptionPolicy::default()
+        );
     }
 
     #[test]
     fn invalid_policies_name_the_field() {
-        let p = |files: &str| parse(&format!("spec:\n  nodeDisruptionPolicy:\n    files:\n{files}"));
+        let p = |files: &str| {
+            parse(&format!(
+                "spec:\n  nodeDisruptionPolicy:\n    files:\n{files}"
+            ))
+        };
         let cases = [
-            ("    - path: /etc/x\n      actions:\n      - type: Reload\n", "spec.nodeDisruptionPolicy.files[0].actions[0].reload: is required when type is Reload"),
-            ("    - path: /etc/x\n      actions:\n      - type: Restart\n        restart:\n          serviceName: crio\n", "spec.nodeDisruptionPolicy.files[0].actions[0].restart.serviceName: \"crio\" is invalid"),
-            ("    - path: /etc/x\n      actions:\n      - type: Reboot\n      - type: Drain\n", "spec.nodeDisruptionPolicy.files[0].actions: Reboot action can only be specified standalone"),
-            ("    - path: /etc/x\n      actions:\n      - type: None\n      - type: Drain\n", "spec.nodeDisruptionPolicy.files[0].actions: None action can only be specified standalone"),
-            ("    - path: /etc/x\n      actions:\n      - type: Explode\n", "spec.nodeDisruptionPolicy.files[0].actions[0].type: must be one of"),
-            ("    - path: etc/x\n      actions:\n      - type: None\n", "spec.nodeDisruptionPolicy.files[0].path: must be an absolute path"),
-            ("    - path: /etc/x\n      actions: []\n", "spec.nodeDisruptionPolicy.files[0].actions: must have at least one action"),
-            ("    - path: /etc/x\n", "spec.nodeDisruptionPolicy.files[0]: missing field `actions`"),
+            (
+                "    - path: /etc/x\n      actions:\n      - type: Reload\n",
+                "spec.nodeDisruptionPolicy.files[0].actions[0].reload: is required when type is Reload",
+            ),
+            (
+                "    - path: /etc/x\n      actions:\n      - type: Restart\n        restart:\n          serviceName: crio\n",
+                "spec.nodeDisruptionPolicy.files[0].actions[0].restart.serviceName: \"crio\" is invalid",
+            ),
+            (
+                "    - path: /etc/x\n      actions:\n      - type: Reboot\n      - type: Drain\n",
+                "spec.nodeDisruptionPolicy.files[0].actions: Reboot action can only be specified standalone",
+            ),
+            (
+                "    - path: /etc/x\n      actions:\n      - type: None\n      - type: Drain\n",
+                "spec.nodeDisruptionPolicy.files[0].actions: None action can only be specified standalone",
+            ),
+            (
+                "    - path: /etc/x\n      actions:\n      - type: Explode\n",
+                "spec.nodeDisruptionPolicy.files[0].actions[0].type: must be one of",
+            ),
+            (
+                "    - path: etc/x\n      actions:\n      - type: None\n",
+                "spec.nodeDisruptionPolicy.files[0].path: must be an absolute path",
+            ),
+            (
+                "    - path: /etc/x\n      actions: []\n",
+                "spec.nodeDisruptionPolicy.files[0].actions: must have at least one action",
+            ),
+            (
+                "    - path: /etc/x\n",
+                "spec.nodeDisruptionPolicy.files[0]: missing field `actions`",
+            ),
         ];
         for (files, want) in cases {
             let e = p(files).unwrap_err();
             assert!(e.starts_with(want), "got {e:?}, want {want:?}");
         }
-        assert!(parse("spec:\n  irreconcilableValidationOverrides:\n    storage: [Links]\n").unwrap_err().contains("must be Disks"));
-        assert!(MachineConfiguration::from_slice(b"apiVersion: v1\nkind: MachineConfiguration\n").unwrap_err().to_string().starts_with("apiVersion:"));
-        assert!(MachineConfiguration::from_slice(b"apiVersion: operator.openshift.io/v1\nkind: MachineConfig\n").unwrap_err().to_string().starts_with("kind:"));
+        assert!(
+            parse("spec:\n  irreconcilableValidationOverrides:\n    storage: [Links]\n")
+                .unwrap_err()
+                .contains("must be Disks")
+        );
+        assert!(
+            MachineConfiguration::from_slice(b"apiVersion: v1\nkind: MachineConfiguration\n")
+                .unwrap_err()
+                .to_string()
+                .starts_with("apiVersion:")
+        );
+        assert!(
+            MachineConfiguration::from_slice(
+                b"apiVersion: operator.openshift.io/v1\nkind: MachineConfig\n"
+            )
+            .unwrap_err()
+            .to_string()
+            .starts_with("kind:")
+        );
     }
 }
