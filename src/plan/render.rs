@@ -86,8 +86,11 @@ impl Plan {
                 "  reboot:        {}",
                 if self.reboot { "yes" } else { "no" }
             );
-            for line in &self.explanations {
-                let _ = writeln!(out, "    because {line}");
+            if !self.explanations.is_empty() {
+                let _ = writeln!(out, "  why:");
+                for line in &self.explanations {
+                    let _ = writeln!(out, "    - {line}");
+                }
             }
         }
         for w in &self.warnings {
