@@ -7,15 +7,21 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_machine-config-daemon");
-const D1: &str = "quay.io/os/os@sha256:1111111111111111111111111111111111111111111111111111111111111111";
-const D2: &str = "quay.io/os/os@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const D1: &str =
+    "quay.io/os/os@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str =
+    "quay.io/os/os@sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env_remove("MCD_LOG").output().expect("run the binary")
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MCD_LOG")
+        .output()
+        .expect("run the binary")
 }
 
 fn stderr(o: &Output) -> String {
@@ -23,7 +29,12 @@ fn stderr(o: &Output) -> String {
 }
 
 fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
 }
 
 struct Dir(tempfile::TempDir);
@@ -40,11 +51,15 @@ impl Dir {
 }
 
 fn mc(spec: &str) -> String {
-    format!("apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata:\n  name: test\nspec:\n{spec}")
+    format!(
+        "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata:\n  name: test\nspec:\n{spec}"
+    )
 }
 
 fn ign_files(files: &str) -> String {
-    mc(&format!("  config:\n    ignition:\n      version: 3.4.0\n    storage:\n      files:\n{files}"))
+    mc(&format!(
+        "  config:\n    ignition:\n      version: 3.4.0\n    storage:\n      files:\n{files}"
+    ))
 }
 
 #[test]
@@ -79,17 +94,32 @@ fn rendered_update_with_cluster_policy() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
-    assert_eq!(v["files"]["add"], serde_json::json!(["/etc/containers/registries.conf"]));
+    assert_eq!(
+        v["files"]["add"],
+        serde_json::json!(["/etc/containers/registries.conf"])
+    );
     assert_eq!(v["sshKeys"], true);
-    assert_eq!(v["actions"], serde_json::json!([{"type": "Reload", "unit": "crio.service"}]));
+    assert_eq!(
+        v["actions"],
+        serde_json::json!([{"type": "Reload", "unit": "crio.service"}])
+    );
     assert_eq!(v["drain"], false);
     assert_eq!(v["reboot"], false);
 
     // text output is a readable summary
-    let o = run(&["plan", "--current", &p("rendered-worker-2.yaml"), "--desired", &p("rendered-worker-3.yaml")]);
+    let o = run(&[
+        "plan",
+        "--current",
+        &p("rendered-worker-2.yaml"),
+        "--desired",
+        &p("rendered-worker-3.yaml"),
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.contains("OS image:") && text.contains("reboot:        yes"), "{text}");
+    assert!(
+        text.contains("OS image:") && text.contains("reboot:        yes"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -97,9 +127,27 @@ fn booted_image_suppresses_os_change() {
     let d = Dir::new();
     let cur = d.write("cur.yaml", &mc(&format!("  osImageURL: {D1}\n")));
     let des = d.write("des.yaml", &mc(&format!("  osImageURL: {D2}\n")));
-    let v = json(&run(&["plan", "--current", &cur, "--desired", &des, "-o", "json"]));
+    let v = json(&run(&[
+        "plan",
+        "--current",
+        &cur,
+        "--desired",
+        &des,
+        "-o",
+        "json",
+    ]));
     assert_eq!(v["osImage"]["to"], D2);
-    let v = json(&run(&["plan", "--current", &cur, "--desired", &des, "--booted-image", D2, "-o", "json"]));
+    let v = json(&run(&[
+        "plan",
+        "--current",
+        &cur,
+        "--desired",
+        &des,
+        "--booted-image",
+        D2,
+        "-o",
+        "json",
+    ]));
     assert_eq!(v["osImage"], Value::Null);
     assert_eq!(v["reboot"], false);
 }
@@ -122,14 +170,21 @@ fn tag_reference_is_a_warning_not_an_error() {
     let des = d.write("des.yaml", &mc("  osImageURL: quay.io/os/os:4.18\n"));
     let o = run(&["plan", "--desired", &des, "-o", "json"]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("warning: spec.osImageURL: image quay.io/os/os:4.18 is referenced by tag"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("warning: spec.osImageURL: image quay.io/os/os:4.18 is referenced by tag"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Every invalid-input class: exit 2, one line on stderr starting with the file and the field, no stdout.
 #[test]
 fn invalid_inputs() {
     let d = Dir::new();
-    let file = |path: &str| format!("      - path: {path}\n        contents:\n          source: 'data:,x'\n");
+    let file = |path: &str| {
+        format!("      - path: {path}\n        contents:\n          source: 'data:,x'\n")
+    };
     let cases: Vec<(&str, String, String)> = vec![
         ("unparsable YAML", "a: [\n".into(), "invalid YAML".into()),
         ("unparsable JSON", "{\"apiVersion\": ".into(), "invalid JSON".into()),
@@ -153,7 +208,10 @@ fn invalid_inputs() {
         assert_eq!(o.status.code(), Some(2), "{what}: {}", stderr(&o));
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{what}: one line expected: {err}");
-        assert!(err.starts_with(&format!("{des}: {want}")), "{what}: got {err:?}, want prefix {want:?}");
+        assert!(
+            err.starts_with(&format!("{des}: {want}")),
+            "{what}: got {err:?}, want prefix {want:?}"
+        );
         assert!(o.stdout.is_empty(), "{what}: nothing on stdout");
     }
 }
@@ -165,7 +223,11 @@ fn invalid_current_policy_and_flags() {
     let bad = d.write("bad.yaml", "kind: MachineConfig\n");
     let o = run(&["plan", "--current", &bad, "--desired", &good]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with(&format!("{bad}: apiVersion: is required")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("{bad}: apiVersion: is required")),
+        "{}",
+        stderr(&o)
+    );
 
     let policy = d.write(
         "policy.yaml",
@@ -173,17 +235,35 @@ fn invalid_current_policy_and_flags() {
     );
     let o = run(&["plan", "--desired", &good, "--policy", &policy]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with(&format!("{policy}: spec.nodeDisruptionPolicy.files[0].actions[0].reload: is required")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "{policy}: spec.nodeDisruptionPolicy.files[0].actions[0].reload: is required"
+        )),
+        "{}",
+        stderr(&o)
+    );
 
     let o = run(&["plan", "--desired", &good, "--booted-image", "not an image"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("--booted-image: invalid image reference"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("--booted-image: invalid image reference"),
+        "{}",
+        stderr(&o)
+    );
 
     let missing = d.0.path().join("missing.yaml");
     let o = run(&["plan", "--desired", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("missing.yaml: cannot read: No such file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missing.yaml: cannot read: No such file"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = run(&["plan"]);
-    assert_eq!(o.status.code(), Some(2), "clap usage errors are invalid input too");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "clap usage errors are invalid input too"
+    );
 }

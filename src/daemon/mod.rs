@@ -1,0 +1,5 @@
+//! The update daemon: a pure state machine and decision function, the progress journal, and the driver
+//! that executes decisions against the cluster, the host, the OS backend and systemd.
+
+pub mod decide;
+pub mod state;
