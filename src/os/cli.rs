@@ -165,6 +165,7 @@ mod tests {
             image_digest: Some("sha256:feed".into()),
             version: Some(version.into()),
             kernel_arguments: vec!["rw".into(), "quiet".into()],
+            requested_packages: vec![],
         }
     }
 

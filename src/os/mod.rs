@@ -56,6 +56,9 @@ pub struct Deployment {
     pub version: Option<String>,
     /// Kernel arguments, without the `ostree=` argument ostree adds itself.
     pub kernel_arguments: Vec<String>,
+    /// Packages layered on the image (rpm-ostree only: kernel-rt, extensions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_packages: Vec<String>,
 }
 
 impl Deployment {
@@ -322,6 +325,27 @@ impl OsBackend for AnyBackend {
             AnyBackend::RpmOstree(b) => b.cleanup().await,
         }
     }
+}
+
+/// Indices of each role in `deployments`, from per-deployment (booted, staged) flags in sysroot order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoleIndices {
+    pub(crate) booted: Option<usize>,
+    pub(crate) staged: Option<usize>,
+    pub(crate) pending: Option<usize>,
+    pub(crate) rollback: Option<usize>,
+}
+
+pub(crate) fn role_indices(flags: &[(bool, bool)]) -> RoleIndices {
+    let booted = flags.iter().position(|(b, _)| *b);
+    let staged = flags.iter().position(|(_, s)| *s);
+    // The default (first non-staged) deployment is pending unless it is the booted one.
+    let first_unstaged = flags.iter().position(|(_, s)| !*s);
+    let pending = first_unstaged.filter(|i| Some(*i) != booted);
+    // Rollback: the next non-staged deployment after the booted one (or after pending when nothing is booted).
+    let after = booted.or(pending);
+    let rollback = after.and_then(|a| (a + 1..flags.len()).find(|i| !flags[*i].1));
+    RoleIndices { booted, staged, pending, rollback }
 }
 
 /// Split an image string into the ostree image reference ostree-ext and rpm-ostree take:

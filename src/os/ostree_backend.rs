@@ -16,6 +16,7 @@ use ostree_ext::ostree::{self, gio};
 
 use super::error::PullError;
 use super::worker::run_on_ostree_thread;
+use super::{RoleIndices, role_indices};
 use super::{
     CleanupReport, Deployment, FetchProgress, KernelType, OsBackend, OsChange, OsStatus, PrefetchReport, ProgressFn,
     Role, StageOutcome, ostree_image_reference, pull, user_kargs,
@@ -220,27 +221,6 @@ impl Drop for SysrootWriteLock {
     }
 }
 
-/// Indices of each role in `deployments`, from per-deployment (booted, staged) flags in sysroot order.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct RoleIndices {
-    booted: Option<usize>,
-    staged: Option<usize>,
-    pending: Option<usize>,
-    rollback: Option<usize>,
-}
-
-fn role_indices(flags: &[(bool, bool)]) -> RoleIndices {
-    let booted = flags.iter().position(|(b, _)| *b);
-    let staged = flags.iter().position(|(_, s)| *s);
-    // The default (first non-staged) deployment is pending unless it is the booted one.
-    let first_unstaged = flags.iter().position(|(_, s)| !*s);
-    let pending = first_unstaged.filter(|i| Some(*i) != booted);
-    // Rollback: the next non-staged deployment after the booted one (or after pending when nothing is booted).
-    let after = booted.or(pending);
-    let rollback = after.and_then(|a| (a + 1..flags.len()).find(|i| !flags[*i].1));
-    RoleIndices { booted, staged, pending, rollback }
-}
-
 /// The sysroot's deployments and which is which (with a simulated booted one in tests).
 struct SysrootView {
     deployments: Vec<ostree::Deployment>,
@@ -304,6 +284,7 @@ fn describe_deployment(repo: &ostree::Repo, d: &ostree::Deployment) -> Result<De
         image_digest,
         version,
         kernel_arguments,
+        requested_packages: Vec::new(),
     })
 }
 

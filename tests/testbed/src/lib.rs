@@ -5,8 +5,10 @@
 //! Needs root and the packages from `packaging/setup-dev.sh` (ostree, skopeo, docker-registry).
 
 mod cmd;
+pub mod dbus;
 pub mod image;
 pub mod registry;
+pub mod rpm_ostreed;
 pub mod sysroot;
 
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use image::{BaseSpec, BlobInfo, BuiltImage, FileSpec, ImageLab, LayerSpec};
+pub use dbus::PrivateBus;
 pub use registry::{AccessLogEntry, Credentials, LogMark, Registry};
 pub use sysroot::{SandboxSysroot, SysrootSnapshot};
 
