@@ -402,3 +402,27 @@ async fn cleanup_removes_a_prefetched_image_that_was_never_staged() -> Result<()
     assert!(backend.prefetch(&fx.image("base"), None).await?.already_present);
     Ok(())
 }
+
+#[tokio::test]
+async fn status_command_renders_the_sandbox_as_a_kubernetes_document() -> Result<()> {
+    use machine_config_daemon::os::{OutputFormat, StatusArgs, render_status};
+    let fx = Fixture::new().await?;
+    let d = staged(fx.deploy(&fx.backend(), "base").await?);
+    let args = StatusArgs {
+        sysroot: Some(fx.sysroot.path().to_path_buf()),
+        output: OutputFormat::Json,
+        backend: machine_config_daemon::os::BackendKind::Auto,
+    };
+    let doc = machine_config_daemon::os::status_document(&args).await?;
+    let json: serde_json::Value = serde_json::from_str(&render_status(&doc, OutputFormat::Json)?)?;
+    assert_eq!(json["kind"], "NodeOSStatus");
+    assert_eq!(json["spec"]["backend"], "ostree", "a sandbox sysroot always uses the ostree backend");
+    assert_eq!(json["status"]["pending"]["imageDigest"], fx.base.manifest_digest.as_str());
+    assert_eq!(json["status"]["pending"]["checksum"], d.checksum.as_str());
+    assert_eq!(json["status"]["pending"]["version"], "1.0");
+    assert!(json["status"]["booted"].is_null());
+    let text = render_status(&doc, OutputFormat::Text)?;
+    assert!(text.contains(&format!("  Pending: {}", fx.image("base"))), "{text}");
+    assert!(text.contains("● Booted: none"), "{text}");
+    Ok(())
+}

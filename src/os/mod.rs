@@ -29,7 +29,9 @@ pub use error::{PullError, PullErrorKind};
 pub use kargs::{KargsChange, user_kargs};
 pub use ostree_backend::{OstreeBackend, OstreeBackendOptions};
 pub use rpm_ostree::RpmOstreeBackend;
-pub use cli::{OutputFormat, StatusArgs, apply_os_change, render_status, run_status};
+pub use cli::{
+    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, apply_os_change, render_status, run_status, status_document,
+};
 
 /// One ostree deployment as a user would describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,7 +42,8 @@ impl PrivateBus {
             .args(["--nofork", "--nopidfile", "--print-address=1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // It complains about fd limits when not run by root-with-limits; keep that out of test output.
+            .stderr(std::fs::File::create(dir.path().join("dbus-daemon.log"))?)
             .spawn()
             .context("Spawning dbus-daemon (is the dbus-daemon package installed?)")?;
         let mut line = String::new();
@@ -50,7 +51,8 @@ impl PrivateBus {
         let address = line.trim().to_string();
         if address.is_empty() {
             let _ = child.kill();
-            bail!("dbus-daemon printed no address");
+            let log = std::fs::read_to_string(dir.path().join("dbus-daemon.log")).unwrap_or_default();
+            bail!("dbus-daemon printed no address: {}", log.trim());
         }
         Ok(Self { child, address, _dir: dir })
     }
