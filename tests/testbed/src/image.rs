@@ -139,31 +139,42 @@ impl BuiltImage {
 /// A workspace that builds OS images: an archive ostree repo plus one OCI layout holding every tag.
 #[derive(Debug)]
 pub struct ImageLab {
-    _dir: tempfile::TempDir,
+    _temp: Option<tempfile::TempDir>,
     repo_path: PathBuf,
     oci_path: PathBuf,
     work: PathBuf,
 }
 
 impl ImageLab {
+    /// A lab in a temp dir, removed on drop.
     #[context("Creating image lab")]
     pub fn new() -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("testbed-images-")
             .tempdir()?;
-        let repo_path = dir.path().join("repo");
-        let oci_path = dir.path().join("oci");
-        let work = dir.path().join("work");
+        let mut lab = Self::open(dir.path())?;
+        lab._temp = Some(dir);
+        Ok(lab)
+    }
+
+    /// A lab kept in `dir` (created if needed, reused if it exists): for the CLI and demos.
+    #[context("Opening image lab {}", dir.display())]
+    pub fn open(dir: &Path) -> Result<Self> {
+        let repo_path = dir.join("repo");
+        let oci_path = dir.join("oci");
+        let work = dir.join("work");
         std::fs::create_dir_all(&oci_path)?;
         std::fs::create_dir_all(&work)?;
-        run(Command::new("ostree")
-            .arg("init")
-            .arg("--mode=archive")
-            .arg(format!("--repo={}", repo_path.display())))?;
+        if !repo_path.join("config").exists() {
+            run(Command::new("ostree")
+                .arg("init")
+                .arg("--mode=archive")
+                .arg(format!("--repo={}", repo_path.display())))?;
+        }
         // skopeo may run as `nobody` when ostree-ext drops privileges; the layout must be readable.
-        crate::make_world_readable(dir.path())?;
+        crate::make_world_readable(dir)?;
         Ok(Self {
-            _dir: dir,
+            _temp: None,
             repo_path,
             oci_path,
             work,

@@ -56,7 +56,8 @@ pub struct LogMark(usize);
 pub struct Registry {
     child: Child,
     port: u16,
-    dir: tempfile::TempDir,
+    _temp: Option<tempfile::TempDir>,
+    dir: PathBuf,
     access_log: PathBuf,
     credentials: Option<Credentials>,
 }
@@ -64,25 +65,48 @@ pub struct Registry {
 impl Registry {
     /// Start a registry without authentication.
     pub fn start() -> Result<Self> {
-        Self::start_impl(None)
+        Self::start_impl(None, None, None)
+    }
+
+    /// Keep storage and logs in `dir` and listen on `port` (0: a free one): for the CLI and demos.
+    pub fn start_in(dir: &Path, port: u16, credentials: Option<Credentials>) -> Result<Self> {
+        Self::start_impl(credentials, Some(dir), Some(port).filter(|p| *p != 0))
     }
 
     /// Start a registry that requires these credentials (htpasswd, bcrypt), for pushes and pulls.
     pub fn start_with_auth(username: &str, password: &str) -> Result<Self> {
-        Self::start_impl(Some(Credentials {
-            username: username.into(),
-            password: password.into(),
-        }))
+        Self::start_impl(
+            Some(Credentials {
+                username: username.into(),
+                password: password.into(),
+            }),
+            None,
+            None,
+        )
     }
 
     #[context("Starting docker-registry")]
-    fn start_impl(credentials: Option<Credentials>) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-registry-")
-            .tempdir()?;
-        let storage = dir.path().join("storage");
+    fn start_impl(
+        credentials: Option<Credentials>,
+        dir: Option<&Path>,
+        port: Option<u16>,
+    ) -> Result<Self> {
+        let (temp, dir) = match dir {
+            Some(d) => (None, d.to_path_buf()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("testbed-registry-")
+                    .tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)?;
-        let port = free_port()?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
@@ -91,27 +115,28 @@ impl Registry {
         );
         if let Some(c) = &credentials {
             let hash = bcrypt::hash(&c.password, 5).context("Hashing the password")?;
-            let htpasswd = dir.path().join("htpasswd");
+            let htpasswd = dir.join("htpasswd");
             std::fs::write(&htpasswd, format!("{}:{hash}\n", c.username))?;
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: testbed\n    path: {}\n",
                 htpasswd.display()
             ));
         }
-        let config_path = dir.path().join("config.yml");
+        let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config)?;
-        let access_log = dir.path().join("access.log");
+        let access_log = dir.join("access.log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&access_log)?)
-            .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
+            .stderr(std::fs::File::create(dir.join("registry.log"))?)
             .spawn()
             .context("Spawning docker-registry (is the docker-registry package installed?)")?;
         let mut registry = Self {
             child,
             port,
+            _temp: temp,
             dir,
             access_log,
             credentials,
@@ -124,7 +149,7 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self.dir.path().join("registry.log"))
+                let log = std::fs::read_to_string(self.dir.join("registry.log"))
                     .unwrap_or_default();
                 bail!("docker-registry exited ({status}): {}", log.trim());
             }
@@ -209,7 +234,6 @@ impl Registry {
             .ok_or_else(|| anyhow!("not a sha256 digest: {digest}"))?;
         let p = self
             .dir
-            .path()
             .join("storage/docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
             .join(hex)
@@ -253,7 +277,12 @@ impl Registry {
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
+    }
+
+    /// The registry's exit status if it has stopped.
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 }
 

@@ -11,7 +11,8 @@ use crate::cmd::run;
 
 #[derive(Debug)]
 pub struct SandboxSysroot {
-    dir: tempfile::TempDir,
+    _temp: Option<tempfile::TempDir>,
+    root: PathBuf,
     stateroot: String,
 }
 
@@ -31,20 +32,34 @@ impl SandboxSysroot {
         let dir = tempfile::Builder::new()
             .prefix("testbed-sysroot-")
             .tempdir()?;
-        run(Command::new("ostree")
-            .args(["admin", "init-fs", "--modern"])
-            .arg(dir.path()))?;
-        run(Command::new("ostree")
-            .args(["admin", "os-init", stateroot])
-            .arg(format!("--sysroot={}", dir.path().display())))?;
+        let mut s = Self::create_at(dir.path(), stateroot)?;
+        s._temp = Some(dir);
+        Ok(s)
+    }
+
+    /// A sysroot kept in `dir` (for the CLI and demos); an existing one is reused.
+    #[context("Creating sandbox sysroot in {}", dir.display())]
+    pub fn create_at(dir: &Path, stateroot: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        if !dir.join("ostree/repo/config").exists() {
+            run(Command::new("ostree")
+                .args(["admin", "init-fs", "--modern"])
+                .arg(dir))?;
+        }
+        if !dir.join("ostree/deploy").join(stateroot).exists() {
+            run(Command::new("ostree")
+                .args(["admin", "os-init", stateroot])
+                .arg(format!("--sysroot={}", dir.display())))?;
+        }
         Ok(Self {
-            dir,
+            _temp: None,
+            root: dir.to_path_buf(),
             stateroot: stateroot.to_string(),
         })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     pub fn stateroot(&self) -> &str {
