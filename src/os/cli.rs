@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{
-    BackendKind, Deployment, OsBackend, OsChange, OsStatus, OstreeBackendOptions, PrefetchReport, ProgressFn,
-    StageOutcome, select_backend,
+    BackendKind, Deployment, OsBackend, OsChange, OsStatus, OstreeBackendOptions, PrefetchReport,
+    ProgressFn, StageOutcome, select_backend,
 };
 
 /// Output format of `status`.
@@ -64,7 +64,9 @@ pub const STATUS_KIND: &str = "NodeOSStatus";
 
 /// `status` from a synchronous caller (builds its own runtime; use [`status_document`] from async code).
 pub fn run_status(args: &StatusArgs) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let doc = rt.block_on(status_document(args))?;
     print!("{}", render_status(&doc, args.output)?);
     Ok(ExitCode::SUCCESS)
@@ -73,15 +75,27 @@ pub fn run_status(args: &StatusArgs) -> Result<ExitCode> {
 /// Read the status through the selected backend.
 pub async fn status_document(args: &StatusArgs) -> Result<StatusDocument> {
     let sysroot = args.sysroot.clone().unwrap_or_else(|| "/".into());
-    let options = OstreeBackendOptions { sysroot: sysroot.clone(), ..Default::default() };
+    let options = OstreeBackendOptions {
+        sysroot: sysroot.clone(),
+        ..Default::default()
+    };
     let backend = select_backend(args.backend, options).await?;
-    let status = backend.status().await.context("Reading the OS deployments")?;
-    let name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let status = backend
+        .status()
+        .await
+        .context("Reading the OS deployments")?;
+    let name = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
     Ok(StatusDocument {
         api_version: STATUS_API_VERSION,
         kind: STATUS_KIND,
         metadata: StatusMetadata { name },
-        spec: StatusSpec { backend: backend.name(), sysroot: sysroot.display().to_string() },
+        spec: StatusSpec {
+            backend: backend.name(),
+            sysroot: sysroot.display().to_string(),
+        },
         status,
     })
 }
@@ -173,8 +187,13 @@ mod tests {
         StatusDocument {
             api_version: STATUS_API_VERSION,
             kind: STATUS_KIND,
-            metadata: StatusMetadata { name: "node-1".into() },
-            spec: StatusSpec { backend: "ostree", sysroot: "/".into() },
+            metadata: StatusMetadata {
+                name: "node-1".into(),
+            },
+            spec: StatusSpec {
+                backend: "ostree",
+                sysroot: "/".into(),
+            },
             status,
         }
     }
@@ -188,17 +207,33 @@ mod tests {
             rollback: None,
         };
         let text = render_status(&doc(status), OutputFormat::Text).unwrap();
-        let expected = "  Staged: 127.0.0.1:5000/os:v1\n    Digest:   sha256:feed\n    Version:  1.1\n    Commit:   abc123.1\n    Kargs:    rw quiet\n\n\
-● Booted: 127.0.0.1:5000/os:v1\n    Digest:   sha256:feed\n    Version:  1.0\n    Commit:   abc123.0\n    Kargs:    rw quiet\n\n\
-  Rollback: none\n";
+        let expected = concat!(
+            "  Staged: 127.0.0.1:5000/os:v1\n",
+            "    Digest:   sha256:feed\n",
+            "    Version:  1.1\n",
+            "    Commit:   abc123.1\n",
+            "    Kargs:    rw quiet\n",
+            "\n",
+            "● Booted: 127.0.0.1:5000/os:v1\n",
+            "    Digest:   sha256:feed\n",
+            "    Version:  1.0\n",
+            "    Commit:   abc123.0\n",
+            "    Kargs:    rw quiet\n",
+            "\n",
+            "  Rollback: none\n",
+        );
         assert_eq!(text, expected);
     }
 
     #[test]
     fn json_is_kubernetes_shaped_and_camel_case() {
-        let status = OsStatus { booted: Some(deployment("1.0", 0)), ..Default::default() };
+        let status = OsStatus {
+            booted: Some(deployment("1.0", 0)),
+            ..Default::default()
+        };
         let v: serde_json::Value =
-            serde_json::from_str(&render_status(&doc(status), OutputFormat::Json).unwrap()).unwrap();
+            serde_json::from_str(&render_status(&doc(status), OutputFormat::Json).unwrap())
+                .unwrap();
         assert_eq!(v["apiVersion"], STATUS_API_VERSION);
         assert_eq!(v["kind"], STATUS_KIND);
         assert_eq!(v["metadata"]["name"], "node-1");
@@ -210,10 +245,15 @@ mod tests {
 
     #[test]
     fn yaml_round_trips_to_the_same_document() {
-        let status = OsStatus { booted: Some(deployment("1.0", 0)), ..Default::default() };
+        let status = OsStatus {
+            booted: Some(deployment("1.0", 0)),
+            ..Default::default()
+        };
         let d = doc(status);
-        let yaml: serde_json::Value = serde_yaml::from_str(&render_status(&d, OutputFormat::Yaml).unwrap()).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&render_status(&d, OutputFormat::Json).unwrap()).unwrap();
+        let yaml: serde_json::Value =
+            serde_yaml::from_str(&render_status(&d, OutputFormat::Yaml).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&render_status(&d, OutputFormat::Json).unwrap()).unwrap();
         assert_eq!(yaml, json);
     }
 }

@@ -33,9 +33,13 @@ impl fmt::Display for PullError {
         let what = match self.kind {
             PullErrorKind::Unreachable => "the registry cannot be reached",
             PullErrorKind::NotFound => "the registry has no such image",
-            PullErrorKind::Unauthorized => "the registry rejected the pull secret (or none was found)",
+            PullErrorKind::Unauthorized => {
+                "the registry rejected the pull secret (or none was found)"
+            }
             PullErrorKind::Corrupt => "a downloaded layer does not match its digest",
-            PullErrorKind::NotBootable => "it is not a bootable OS image (no ostree.bootable label)",
+            PullErrorKind::NotBootable => {
+                "it is not a bootable OS image (no ostree.bootable label)"
+            }
             PullErrorKind::Other => "the import failed",
         };
         write!(f, "Cannot pull OS image {image}: {what} ({})", self.detail)
@@ -49,13 +53,36 @@ impl PullError {
         let text = chain.join(": ");
         let lower = text.to_lowercase();
         let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-        let kind = if has(&["does not have ostree.bootable", "not have ostree.bootable label"]) {
+        let kind = if has(&[
+            "does not have ostree.bootable",
+            "not have ostree.bootable label",
+        ]) {
             PullErrorKind::NotBootable
-        } else if has(&["unauthorized", "authentication required", "denied", "invalid username/password"]) {
+        } else if has(&[
+            "unauthorized",
+            "authentication required",
+            "denied",
+            "invalid username/password",
+        ]) {
             PullErrorKind::Unauthorized
-        } else if has(&["manifest unknown", "name unknown", "not found", "no such image", "blob unknown"]) {
+        } else if has(&[
+            "manifest unknown",
+            "name unknown",
+            "not found",
+            "no such image",
+            "blob unknown",
+        ]) {
             PullErrorKind::NotFound
-        } else if has(&["digest mismatch", "corrupted", "checksum", "does not match", "invalid digest", "unexpected eof", "invalid gzip", "invalid header"]) {
+        } else if has(&[
+            "digest mismatch",
+            "corrupted",
+            "checksum",
+            "does not match",
+            "invalid digest",
+            "unexpected eof",
+            "invalid gzip",
+            "invalid header",
+        ]) {
             PullErrorKind::Corrupt
         } else if has(&[
             "connection refused",
@@ -73,7 +100,11 @@ impl PullError {
         // The innermost message is the tool's own; keep it short.
         let detail = chain.last().cloned().unwrap_or_default();
         let detail = detail.lines().next().unwrap_or_default().trim().to_string();
-        Self { kind, image: image.to_string(), detail }
+        Self {
+            kind,
+            image: image.to_string(),
+            detail,
+        }
     }
 }
 
@@ -82,20 +113,49 @@ mod tests {
     use super::*;
 
     fn classify(msg: &str) -> PullErrorKind {
-        PullError::classify("r/os:1", &anyhow::anyhow!(msg.to_string()).context("Importing")).kind
+        PullError::classify(
+            "r/os:1",
+            &anyhow::anyhow!(msg.to_string()).context("Importing"),
+        )
+        .kind
     }
 
     #[test]
     fn classifies_skopeo_messages() {
-        assert_eq!(classify("pinging container registry 127.0.0.1:1: Get \"https://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"), PullErrorKind::Unreachable);
-        assert_eq!(classify("reading manifest v9 in 127.0.0.1:5000/os: manifest unknown: manifest unknown"), PullErrorKind::NotFound);
-        assert_eq!(classify("reading manifest v1 in 127.0.0.1:5000/os: unauthorized: authentication required"), PullErrorKind::Unauthorized);
-        assert_eq!(classify("Target image does not have ostree.bootable label"), PullErrorKind::NotBootable);
+        assert_eq!(
+            classify(
+                "pinging container registry 127.0.0.1:1: Get \"https://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
+            ),
+            PullErrorKind::Unreachable
+        );
+        assert_eq!(
+            classify(
+                "reading manifest v9 in 127.0.0.1:5000/os: manifest unknown: manifest unknown"
+            ),
+            PullErrorKind::NotFound
+        );
+        assert_eq!(
+            classify(
+                "reading manifest v1 in 127.0.0.1:5000/os: unauthorized: authentication required"
+            ),
+            PullErrorKind::Unauthorized
+        );
+        assert_eq!(
+            classify("Target image does not have ostree.bootable label"),
+            PullErrorKind::NotBootable
+        );
     }
 
     #[test]
     fn display_is_one_sentence_with_the_image() {
-        let e = PullError { kind: PullErrorKind::NotFound, image: "r/os:9".into(), detail: "manifest unknown".into() };
-        assert_eq!(e.to_string(), "Cannot pull OS image r/os:9: the registry has no such image (manifest unknown)");
+        let e = PullError {
+            kind: PullErrorKind::NotFound,
+            image: "r/os:9".into(),
+            detail: "manifest unknown".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Cannot pull OS image r/os:9: the registry has no such image (manifest unknown)"
+        );
     }
 }

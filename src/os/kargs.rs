@@ -50,26 +50,41 @@ mod tests {
 
     #[test]
     fn removes_first_match_then_appends_in_order() {
-        let change = KargsChange { remove: v(&["quiet", "a=1"]), add: v(&["b=2", "a=3"]) };
-        assert_eq!(change.apply(&v(&["a=1", "quiet", "a=1", "rw"])), v(&["quiet", "a=1", "rw", "b=2", "a=3"]));
+        let change = KargsChange {
+            remove: v(&["quiet", "a=1"]),
+            add: v(&["b=2", "a=3"]),
+        };
+        assert_eq!(
+            change.apply(&v(&["a=1", "quiet", "a=1", "rw"])),
+            v(&["a=1", "rw", "b=2", "a=3"])
+        );
     }
 
     #[test]
     fn removing_an_absent_token_is_not_an_error() {
-        let change = KargsChange { remove: v(&["nosmt"]), add: vec![] };
+        let change = KargsChange {
+            remove: v(&["nosmt"]),
+            add: vec![],
+        };
         assert_eq!(change.apply(&v(&["rw"])), v(&["rw"]));
     }
 
     #[test]
     fn empty_change_keeps_arguments() {
         assert!(KargsChange::default().is_empty());
-        assert_eq!(KargsChange::default().apply(&v(&["x", "y"])), v(&["x", "y"]));
+        assert_eq!(
+            KargsChange::default().apply(&v(&["x", "y"])),
+            v(&["x", "y"])
+        );
     }
 
     #[test]
     fn re_applying_old_and_new_lists_is_stable() {
         // Old MC kargs [a, b], new MC kargs [a, b]: delete-if-present then append gives the same set.
-        let change = KargsChange { remove: v(&["a", "b"]), add: v(&["a", "b"]) };
+        let change = KargsChange {
+            remove: v(&["a", "b"]),
+            add: v(&["a", "b"]),
+        };
         let once = change.apply(&v(&["rw", "a", "b"]));
         assert_eq!(once, v(&["rw", "a", "b"]));
         assert_eq!(change.apply(&once), once);
@@ -77,6 +92,9 @@ mod tests {
 
     #[test]
     fn user_kargs_drop_the_ostree_argument() {
-        assert_eq!(user_kargs(" rw  ostree=/ostree/boot.1/default/abc/0 quiet "), v(&["rw", "quiet"]));
+        assert_eq!(
+            user_kargs(" rw  ostree=/ostree/boot.1/default/abc/0 quiet "),
+            v(&["rw", "quiet"])
+        );
     }
 }

@@ -8,30 +8,30 @@
 //!
 //! [`select_backend`] picks rpm-ostree when rpm-ostreed is on the system bus, else ostree.
 
+mod cli;
 mod error;
 mod kargs;
 mod namespace;
 mod ostree_backend;
 mod pull;
 pub mod rpm_ostree;
-mod cli;
 mod worker;
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+pub use cli::{
+    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, apply_os_change, render_status,
+    run_status, status_document,
+};
 pub use error::{PullError, PullErrorKind};
 pub use kargs::{KargsChange, user_kargs};
 pub use ostree_backend::{OstreeBackend, OstreeBackendOptions};
 pub use rpm_ostree::RpmOstreeBackend;
-pub use cli::{
-    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, apply_os_change, render_status, run_status, status_document,
-};
 
 /// One ostree deployment as a user would describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +108,10 @@ pub struct OsStatus {
 impl OsStatus {
     /// The deployment the next boot will use: staged, else pending, else booted.
     pub fn next_boot(&self) -> Option<&Deployment> {
-        self.staged.as_ref().or(self.pending.as_ref()).or(self.booted.as_ref())
+        self.staged
+            .as_ref()
+            .or(self.pending.as_ref())
+            .or(self.booted.as_ref())
     }
 
     /// The deployment changes are based on (its kargs and, for kargs-only changes, its image):
@@ -274,16 +277,23 @@ pub enum AnyBackend {
 
 /// Pick the backend: `kind` when given; for [`BackendKind::Auto`], rpm-ostree when its daemon is on the
 /// system bus (a sandbox `sysroot` other than `/` always gets ostree).
-pub async fn select_backend(kind: BackendKind, options: OstreeBackendOptions) -> Result<AnyBackend> {
-    let sandbox = options.sysroot != PathBuf::from("/");
+pub async fn select_backend(
+    kind: BackendKind,
+    options: OstreeBackendOptions,
+) -> Result<AnyBackend> {
+    let sandbox = options.sysroot != std::path::Path::new("/");
     match kind {
         BackendKind::Ostree => Ok(AnyBackend::Ostree(OstreeBackend::new(options))),
-        BackendKind::RpmOstree => Ok(AnyBackend::RpmOstree(RpmOstreeBackend::connect_system().await?)),
+        BackendKind::RpmOstree => Ok(AnyBackend::RpmOstree(
+            RpmOstreeBackend::connect_system().await?,
+        )),
         BackendKind::Auto if sandbox => Ok(AnyBackend::Ostree(OstreeBackend::new(options))),
         BackendKind::Auto => {
             if rpm_ostree::rpm_ostreed_on_system_bus().await {
                 tracing::info!(backend = "rpm-ostree", "rpm-ostreed is on the system bus");
-                Ok(AnyBackend::RpmOstree(RpmOstreeBackend::connect_system().await?))
+                Ok(AnyBackend::RpmOstree(
+                    RpmOstreeBackend::connect_system().await?,
+                ))
             } else {
                 tracing::info!(backend = "ostree", "rpm-ostreed is not on the system bus");
                 Ok(AnyBackend::Ostree(OstreeBackend::new(options)))
@@ -347,7 +357,12 @@ pub(crate) fn role_indices(flags: &[(bool, bool)]) -> RoleIndices {
     // Rollback: the next non-staged deployment after the booted one (or after pending when nothing is booted).
     let after = booted.or(pending);
     let rollback = after.and_then(|a| (a + 1..flags.len()).find(|i| !flags[*i].1));
-    RoleIndices { booted, staged, pending, rollback }
+    RoleIndices {
+        booted,
+        staged,
+        pending,
+        rollback,
+    }
 }
 
 /// Split an image string into the ostree image reference ostree-ext and rpm-ostree take:
@@ -357,7 +372,10 @@ pub fn ostree_image_reference(image: &str) -> String {
     if image.starts_with("ostree-") {
         image.to_string()
     } else {
-        format!("ostree-unverified-registry:{}", image.trim_start_matches("docker://"))
+        format!(
+            "ostree-unverified-registry:{}",
+            image.trim_start_matches("docker://")
+        )
     }
 }
 
@@ -371,7 +389,10 @@ mod tests {
             ostree_image_reference("quay.io/org/os@sha256:abc"),
             "ostree-unverified-registry:quay.io/org/os@sha256:abc"
         );
-        assert_eq!(ostree_image_reference("docker://q.io/os:1"), "ostree-unverified-registry:q.io/os:1");
+        assert_eq!(
+            ostree_image_reference("docker://q.io/os:1"),
+            "ostree-unverified-registry:q.io/os:1"
+        );
         assert_eq!(
             ostree_image_reference("ostree-unverified-image:oci:/tmp/x:base"),
             "ostree-unverified-image:oci:/tmp/x:base"

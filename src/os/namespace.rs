@@ -11,16 +11,29 @@ use nix::sched::{CloneFlags, unshare};
 /// Enter a new mount namespace, stop mount events propagating back to the host, and remount `/sysroot`
 /// and `/boot` read-write in it (when they are mount points).
 pub(crate) fn enter_private_mount_namespace() -> Result<()> {
-    unshare(CloneFlags::CLONE_NEWNS).context("Entering a private mount namespace (needs CAP_SYS_ADMIN)")?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("Making the mount namespace private")?;
+    unshare(CloneFlags::CLONE_NEWNS)
+        .context("Entering a private mount namespace (needs CAP_SYS_ADMIN)")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("Making the mount namespace private")?;
     for target in ["/sysroot", "/boot"] {
         if !is_mount_point(target)? {
             continue;
         }
         // A remount changes the flags of this mount only, and only in our namespace.
-        mount(None::<&str>, target, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RELATIME, None::<&str>)
-            .with_context(|| format!("Remounting {target} read-write"))?;
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RELATIME,
+            None::<&str>,
+        )
+        .with_context(|| format!("Remounting {target} read-write"))?;
         tracing::debug!(target, "remounted read-write in private mount namespace");
     }
     Ok(())
@@ -28,7 +41,8 @@ pub(crate) fn enter_private_mount_namespace() -> Result<()> {
 
 /// Whether `path` is listed as a mount point in this namespace's mountinfo.
 fn is_mount_point(path: &str) -> Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("Reading /proc/self/mountinfo")?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("Reading /proc/self/mountinfo")?;
     Ok(mountinfo_has_mount_point(&info, path))
 }
 

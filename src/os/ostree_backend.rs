@@ -16,11 +16,11 @@ use ostree_ext::ostree::{self, gio};
 
 use super::error::PullError;
 use super::worker::run_on_ostree_thread;
-use super::{RoleIndices, role_indices};
 use super::{
-    CleanupReport, Deployment, FetchProgress, KernelType, OsBackend, OsChange, OsStatus, PrefetchReport, ProgressFn,
-    Role, StageOutcome, ostree_image_reference, pull, user_kargs,
+    CleanupReport, Deployment, FetchProgress, KernelType, OsBackend, OsChange, OsStatus,
+    PrefetchReport, ProgressFn, Role, StageOutcome, ostree_image_reference, pull, user_kargs,
 };
+use super::{RoleIndices, role_indices};
 
 /// Where the backend works.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,14 +35,22 @@ pub struct OstreeBackendOptions {
 
 impl Default for OstreeBackendOptions {
     fn default() -> Self {
-        Self { sysroot: "/".into(), node_root: "/".into(), stateroot: "default".into() }
+        Self {
+            sysroot: "/".into(),
+            node_root: "/".into(),
+            stateroot: "default".into(),
+        }
     }
 }
 
 impl OstreeBackendOptions {
     /// A sandbox sysroot with its own node root (tests, `--sysroot DIR`).
     pub fn sandbox(sysroot: impl Into<PathBuf>, node_root: impl Into<PathBuf>) -> Self {
-        Self { sysroot: sysroot.into(), node_root: node_root.into(), ..Self::default() }
+        Self {
+            sysroot: sysroot.into(),
+            node_root: node_root.into(),
+            ..Self::default()
+        }
     }
 
     /// A real booted host: writes need a private mount namespace with `/sysroot` remounted read-write.
@@ -61,7 +69,11 @@ struct DeploymentKey {
 
 impl DeploymentKey {
     fn of(d: &ostree::Deployment) -> Self {
-        Self { stateroot: d.osname().to_string(), checksum: d.csum().to_string(), serial: d.deployserial() }
+        Self {
+            stateroot: d.osname().to_string(),
+            checksum: d.csum().to_string(),
+            serial: d.deployserial(),
+        }
     }
 }
 
@@ -75,22 +87,33 @@ pub struct OstreeBackend {
 
 impl OstreeBackend {
     pub fn new(options: OstreeBackendOptions) -> Self {
-        Self { options: Arc::new(options), simulated_booted: None }
+        Self {
+            options: Arc::new(options),
+            simulated_booted: None,
+        }
     }
 
     /// **Test only.** Treat the sysroot's current default deployment as the booted one, as if the sandbox
     /// had just booted it. Deployments this backend makes afterwards are reported as `staged` (as on a
     /// real host) until a new backend is created, which is how a test simulates the reboot.
     /// With nothing deployed yet, nothing is booted.
-    pub async fn test_only_treat_default_deployment_as_booted(options: OstreeBackendOptions) -> Result<Self> {
+    pub async fn test_only_treat_default_deployment_as_booted(
+        options: OstreeBackendOptions,
+    ) -> Result<Self> {
         let sysroot_path = options.sysroot.clone();
         let key = run_on_ostree_thread("ostree-status", false, move || async move {
             let sysroot = load_sysroot(&sysroot_path, false)?;
             Ok(sysroot.deployments().first().map(DeploymentKey::of))
         })
         .await?;
-        tracing::warn!(?key, "TEST ONLY: treating the sandbox's default deployment as booted");
-        Ok(Self { options: Arc::new(options), simulated_booted: key.map(Arc::new) })
+        tracing::warn!(
+            ?key,
+            "TEST ONLY: treating the sandbox's default deployment as booted"
+        );
+        Ok(Self {
+            options: Arc::new(options),
+            simulated_booted: key.map(Arc::new),
+        })
     }
 
     pub fn options(&self) -> &OstreeBackendOptions {
@@ -125,7 +148,8 @@ impl OsBackend for OstreeBackend {
         run_on_ostree_thread("ostree-prefetch", ns, move || async move {
             let sysroot = load_sysroot(&options.sysroot, ns)?;
             let _lock = SysrootWriteLock::acquire(&sysroot).await?;
-            let (report, _) = import_image(&sysroot.repo(), &image, &options.node_root, progress).await?;
+            let (report, _) =
+                import_image(&sysroot.repo(), &image, &options.node_root, progress).await?;
             Ok(report)
         })
         .await
@@ -152,8 +176,11 @@ impl OsBackend for OstreeBackend {
             let sysroot = load_sysroot(&options.sysroot, ns)?;
             let _lock = SysrootWriteLock::acquire(&sysroot).await?;
             let locked = ostree_ext::sysroot::SysrootLock::from_assumed_locked(&sysroot);
-            let pruned = ostree_ext::container::deploy::prune(&locked).context("Pruning unreferenced images")?;
-            sysroot.cleanup(gio::Cancellable::NONE).context("Cleaning up the sysroot")?;
+            let pruned = ostree_ext::container::deploy::prune(&locked)
+                .context("Pruning unreferenced images")?;
+            sysroot
+                .cleanup(gio::Cancellable::NONE)
+                .context("Cleaning up the sysroot")?;
             let report = CleanupReport {
                 images_removed: pruned.n_images,
                 layers_removed: pruned.n_layers,
@@ -203,7 +230,9 @@ impl SysrootWriteLock {
         loop {
             if sysroot.try_lock().context("Locking the sysroot")? {
                 // Another writer may have changed it while we waited.
-                sysroot.load(gio::Cancellable::NONE).context("Reloading the sysroot")?;
+                sysroot
+                    .load(gio::Cancellable::NONE)
+                    .context("Reloading the sysroot")?;
                 return Ok(Self(sysroot.clone()));
             }
             if !waited {
@@ -234,9 +263,14 @@ impl SysrootView {
         let deployments = sysroot.deployments();
         let real_booted = sysroot.booted_deployment();
         let flags: Vec<(bool, bool)> = match (simulated, &real_booted) {
-            (_, Some(b)) => deployments.iter().map(|d| (d.equal(b), d.is_staged())).collect(),
+            (_, Some(b)) => deployments
+                .iter()
+                .map(|d| (d.equal(b), d.is_staged()))
+                .collect(),
             (Some(key), None) => {
-                let booted_at = deployments.iter().position(|d| DeploymentKey::of(d) == *key);
+                let booted_at = deployments
+                    .iter()
+                    .position(|d| DeploymentKey::of(d) == *key);
                 deployments
                     .iter()
                     .enumerate()
@@ -246,7 +280,11 @@ impl SysrootView {
             }
             (None, None) => deployments.iter().map(|d| (false, d.is_staged())).collect(),
         };
-        Self { roles: role_indices(&flags), deployments, really_booted: real_booted.is_some() }
+        Self {
+            roles: role_indices(&flags),
+            deployments,
+            really_booted: real_booted.is_some(),
+        }
     }
 
     fn get(&self, i: Option<usize>) -> Option<&ostree::Deployment> {
@@ -254,7 +292,11 @@ impl SysrootView {
     }
 
     fn status(&self, repo: &ostree::Repo) -> Result<OsStatus> {
-        let describe = |i| self.get(i).map(|d| describe_deployment(repo, d)).transpose();
+        let describe = |i| {
+            self.get(i)
+                .map(|d| describe_deployment(repo, d))
+                .transpose()
+        };
         Ok(OsStatus {
             booted: describe(self.roles.booted)?,
             staged: describe(self.roles.staged)?,
@@ -267,14 +309,27 @@ impl SysrootView {
 /// Image reference, digest, version and kernel arguments of a deployment.
 fn describe_deployment(repo: &ostree::Repo, d: &ostree::Deployment) -> Result<Deployment> {
     let checksum = d.csum().to_string();
-    let image_reference = d.origin().and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok()).map(|s| s.to_string());
-    let image = image_reference.as_deref().and_then(|r| OstreeImageReference::try_from(r).ok()).map(|r| pull_spec(&r));
+    let image_reference = d
+        .origin()
+        .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
+        .map(|s| s.to_string());
+    let image = image_reference
+        .as_deref()
+        .and_then(|r| OstreeImageReference::try_from(r).ok())
+        .map(|r| pull_spec(&r));
     let (image_digest, version) = match store::query_image_commit(repo, &checksum) {
-        Ok(state) => (Some(state.manifest_digest.to_string()), state.version().map(str::to_string)),
+        Ok(state) => (
+            Some(state.manifest_digest.to_string()),
+            state.version().map(str::to_string),
+        ),
         // Not a container image commit (e.g. deployed from a plain ostree ref).
         Err(_) => (None, commit_version(repo, &checksum)),
     };
-    let kernel_arguments = d.bootconfig().and_then(|b| b.get("options")).map(|o| user_kargs(&o)).unwrap_or_default();
+    let kernel_arguments = d
+        .bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| user_kargs(&o))
+        .unwrap_or_default();
     Ok(Deployment {
         stateroot: d.osname().to_string(),
         checksum,
@@ -304,7 +359,8 @@ fn pull_spec(r: &OstreeImageReference) -> String {
 
 fn parse_image(image: &str) -> Result<OstreeImageReference> {
     let full = ostree_image_reference(image);
-    OstreeImageReference::try_from(full.as_str()).with_context(|| format!("Invalid OS image reference {image:?}"))
+    OstreeImageReference::try_from(full.as_str())
+        .with_context(|| format!("Invalid OS image reference {image:?}"))
 }
 
 /// Pull every missing layer of `image` into `repo` (ostree-ext `ImageImporter`), reporting byte progress.
@@ -318,7 +374,9 @@ async fn import_image(
     let as_pull_error = |e: anyhow::Error| anyhow::Error::new(PullError::classify(image, &e));
     let config = pull::proxy_config(node_root)?;
     let started = std::time::Instant::now();
-    let mut importer = ImageImporter::new(repo, &imgref, config).await.map_err(as_pull_error)?;
+    let mut importer = ImageImporter::new(repo, &imgref, config)
+        .await
+        .map_err(as_pull_error)?;
     importer.require_bootable();
     let mut byte_progress = importer.request_layer_progress();
     let prep = match importer.prepare().await.map_err(as_pull_error)? {
@@ -339,8 +397,14 @@ async fn import_image(
         }
         PrepareResult::Ready(prep) => prep,
     };
-    let layer_digests: Vec<String> = prep.manifest.layers().iter().map(|l| l.digest().to_string()).collect();
-    let (mut layers_fetched, mut layers_present, mut bytes_fetched, mut bytes_total) = (0, 0, 0u64, 0u64);
+    let layer_digests: Vec<String> = prep
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| l.digest().to_string())
+        .collect();
+    let (mut layers_fetched, mut layers_present, mut bytes_fetched, mut bytes_total) =
+        (0, 0, 0u64, 0u64);
     for layer in prep.all_layers() {
         let size = layer.layer().size();
         bytes_total += size;
@@ -435,7 +499,10 @@ async fn stage_locked(
     let status = view.status(&repo)?;
     let base_index = view.roles.booted.or(view.roles.pending);
     let base = status.base().cloned();
-    let stateroot = base.as_ref().map(|b| b.stateroot.clone()).unwrap_or_else(|| options.stateroot.clone());
+    let stateroot = base
+        .as_ref()
+        .map(|b| b.stateroot.clone())
+        .unwrap_or_else(|| options.stateroot.clone());
     let kargs = match &base {
         Some(b) => change.kargs.apply(&b.kernel_arguments),
         None => change.kargs.add.clone(),
@@ -444,23 +511,41 @@ async fn stage_locked(
     let target = match &change.image {
         Some(image) => {
             let imgref = parse_image(image)?;
-            let state = match store::query_image(&repo, &imgref.imgref).context("Looking up the prefetched image")? {
+            let state = match store::query_image(&repo, &imgref.imgref)
+                .context("Looking up the prefetched image")?
+            {
                 Some(state) => state,
                 None => {
                     tracing::info!(image, "image not prefetched; pulling it now");
-                    import_image(&repo, image, &options.node_root, None).await?.1
+                    import_image(&repo, image, &options.node_root, None)
+                        .await?
+                        .1
                 }
             };
             let origin = glib::KeyFile::new();
             origin.set_string("origin", ORIGIN_CONTAINER, &imgref.to_string());
-            Target { commit: state.merge_commit.clone(), digest: Some(state.manifest_digest.to_string()), origin, kargs }
+            Target {
+                commit: state.merge_commit.clone(),
+                digest: Some(state.manifest_digest.to_string()),
+                origin,
+                kargs,
+            }
         }
         None => {
             let (Some(b), Some(d)) = (&base, view.get(base_index)) else {
-                bail!("Cannot change kernel arguments: nothing is deployed yet and no OS image was given");
+                bail!(
+                    "Cannot change kernel arguments: nothing is deployed yet and no OS image was given"
+                );
             };
-            let origin = d.origin().ok_or_else(|| anyhow!("Deployment {} has no origin", b.id()))?;
-            Target { commit: b.checksum.clone(), digest: b.image_digest.clone(), origin, kargs }
+            let origin = d
+                .origin()
+                .ok_or_else(|| anyhow!("Deployment {} has no origin", b.id()))?;
+            Target {
+                commit: b.checksum.clone(),
+                digest: b.image_digest.clone(),
+                origin,
+                kargs,
+            }
         }
     };
 
@@ -475,10 +560,14 @@ async fn stage_locked(
                 .deployments
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| Some(*i) != view.roles.staged && view.roles.booted.is_none_or(|b| *i >= b))
+                .filter(|(i, _)| {
+                    Some(*i) != view.roles.staged && view.roles.booted.is_none_or(|b| *i >= b)
+                })
                 .map(|(_, d)| d.clone())
                 .collect();
-            sysroot.write_deployments(&keep, gio::Cancellable::NONE).context("Removing the staged deployment")?;
+            sysroot
+                .write_deployments(&keep, gio::Cancellable::NONE)
+                .context("Removing the staged deployment")?;
             tracing::info!("removed the staged deployment: the booted one already matches");
         }
         return Ok(StageOutcome::Unchanged(Role::Booted, booted.clone()));
@@ -489,14 +578,27 @@ async fn stage_locked(
         }
     }
 
-    let merge = view.get(base_index).cloned().or_else(|| sysroot.merge_deployment(Some(&stateroot)));
+    let merge = view
+        .get(base_index)
+        .cloned()
+        .or_else(|| sysroot.merge_deployment(Some(&stateroot)));
     let kargs_refs: Vec<&str> = target.kargs.iter().map(String::as_str).collect();
-    let opts = ostree::SysrootDeployTreeOpts { override_kernel_argv: Some(&kargs_refs), ..Default::default() };
+    let opts = ostree::SysrootDeployTreeOpts {
+        override_kernel_argv: Some(&kargs_refs),
+        ..Default::default()
+    };
     let cancellable = gio::Cancellable::NONE;
     let new = if view.really_booted {
         // Finalized at shutdown by ostree-finalize-staged.service.
         sysroot
-            .stage_tree_with_options(Some(&stateroot), &target.commit, Some(&target.origin), merge.as_ref(), &opts, cancellable)
+            .stage_tree_with_options(
+                Some(&stateroot),
+                &target.commit,
+                Some(&target.origin),
+                merge.as_ref(),
+                &opts,
+                cancellable,
+            )
             .context("Staging the deployment")?
     } else {
         let new = sysroot
@@ -515,7 +617,9 @@ async fn stage_locked(
             Some(booted) => {
                 let mut list = vec![new.clone(), booted.clone()];
                 list.extend(view.get(view.roles.rollback).cloned());
-                sysroot.write_deployments(&list, cancellable).context("Writing the deployments")?;
+                sysroot
+                    .write_deployments(&list, cancellable)
+                    .context("Writing the deployments")?;
             }
             None => {
                 sysroot
@@ -529,7 +633,9 @@ async fn stage_locked(
                     .context("Writing the deployments")?;
             }
         }
-        sysroot.cleanup(cancellable).context("Cleaning up old deployments")?;
+        sysroot
+            .cleanup(cancellable)
+            .context("Cleaning up old deployments")?;
         new
     };
     let mut deployment = describe_deployment(&repo, &new)?;
@@ -555,26 +661,58 @@ mod tests {
     #[test]
     fn sandbox_default_is_pending_and_next_is_rollback() {
         let r = role_indices(&[(false, false), (false, false)]);
-        assert_eq!(r, RoleIndices { booted: None, staged: None, pending: Some(0), rollback: Some(1) });
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: None,
+                staged: None,
+                pending: Some(0),
+                rollback: Some(1)
+            }
+        );
     }
 
     #[test]
     fn booted_host_with_staged_deployment() {
         // [staged, booted, rollback]
         let r = role_indices(&[(false, true), (true, false), (false, false)]);
-        assert_eq!(r, RoleIndices { booted: Some(1), staged: Some(0), pending: None, rollback: Some(2) });
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: Some(1),
+                staged: Some(0),
+                pending: None,
+                rollback: Some(2)
+            }
+        );
     }
 
     #[test]
     fn booted_host_without_changes() {
         let r = role_indices(&[(true, false), (false, false)]);
-        assert_eq!(r, RoleIndices { booted: Some(0), staged: None, pending: None, rollback: Some(1) });
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: Some(0),
+                staged: None,
+                pending: None,
+                rollback: Some(1)
+            }
+        );
     }
 
     #[test]
     fn deployed_without_staging_on_a_booted_host_is_pending() {
         let r = role_indices(&[(false, false), (true, false), (false, false)]);
-        assert_eq!(r, RoleIndices { booted: Some(1), staged: None, pending: Some(0), rollback: Some(2) });
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: Some(1),
+                staged: None,
+                pending: Some(0),
+                rollback: Some(2)
+            }
+        );
     }
 
     #[test]
@@ -584,13 +722,29 @@ mod tests {
 
     #[test]
     fn package_changes_name_the_backend_that_can_do_them() {
-        let rt = OsChange { kernel_type: Some(KernelType::Realtime), ..Default::default() };
+        let rt = OsChange {
+            kernel_type: Some(KernelType::Realtime),
+            ..Default::default()
+        };
         let err = refuse_package_changes(&rt).unwrap_err().to_string();
-        assert!(err.contains("realtime") && err.contains("rpm-ostree backend"), "{err}");
-        let ext = OsChange { extensions: Some(vec!["usbguard".into()]), ..Default::default() };
+        assert!(
+            err.contains("realtime") && err.contains("rpm-ostree backend"),
+            "{err}"
+        );
+        let ext = OsChange {
+            extensions: Some(vec!["usbguard".into()]),
+            ..Default::default()
+        };
         let err = refuse_package_changes(&ext).unwrap_err().to_string();
-        assert!(err.contains("usbguard") && err.contains("rpm-ostree backend"), "{err}");
-        let default = OsChange { kernel_type: Some(KernelType::Default), extensions: Some(vec![]), ..Default::default() };
+        assert!(
+            err.contains("usbguard") && err.contains("rpm-ostree backend"),
+            "{err}"
+        );
+        let default = OsChange {
+            kernel_type: Some(KernelType::Default),
+            extensions: Some(vec![]),
+            ..Default::default()
+        };
         assert!(refuse_package_changes(&default).is_ok());
     }
 }

@@ -8,12 +8,18 @@ use ostree_ext::containers_image_proxy::ImageProxyConfig;
 
 /// Where the OpenShift MCD puts the pull secret for image pulls (a symlink to the merged secret for
 /// rpm-ostree and bootc), then the kubelet's, which it falls back to.
-pub(crate) const PULL_SECRET_PATHS: &[&str] =
-    &["run/ostree/auth.json", "etc/ostree/auth.json", "var/lib/kubelet/config.json"];
+pub(crate) const PULL_SECRET_PATHS: &[&str] = &[
+    "run/ostree/auth.json",
+    "etc/ostree/auth.json",
+    "var/lib/kubelet/config.json",
+];
 
 /// The first pull secret that exists under `node_root` (never logged: only its path is).
 pub(crate) fn find_pull_secret(node_root: &Path) -> Option<PathBuf> {
-    PULL_SECRET_PATHS.iter().map(|rel| node_root.join(rel)).find(|p| p.is_file())
+    PULL_SECRET_PATHS
+        .iter()
+        .map(|rel| node_root.join(rel))
+        .find(|p| p.is_file())
 }
 
 /// The node's `registries.conf`, when skopeo would not find it by itself: on a host (`node_root` = `/`)
@@ -34,8 +40,10 @@ pub(crate) fn proxy_config(node_root: &Path) -> Result<ImageProxyConfig> {
         Some(path) => {
             tracing::debug!(pull_secret = %path.display(), "using pull secret");
             // Passed as an open file so skopeo reads it even when it runs unprivileged.
-            config.auth_data =
-                Some(std::fs::File::open(&path).with_context(|| format!("Opening pull secret {}", path.display()))?);
+            config.auth_data = Some(
+                std::fs::File::open(&path)
+                    .with_context(|| format!("Opening pull secret {}", path.display()))?,
+            );
         }
         None => {
             tracing::debug!("no pull secret on the node; pulling anonymously");
@@ -59,7 +67,9 @@ fn skopeo_command() -> Command {
         return Command::new("skopeo");
     }
     let mut cmd = Command::new("setpriv");
-    cmd.env_remove("HOME").env_remove("XDG_DATA_DIR").env_remove("USER");
+    cmd.env_remove("HOME")
+        .env_remove("XDG_DATA_DIR")
+        .env_remove("USER");
     cmd.args([
         "--no-new-privs",
         "--init-groups",
@@ -89,11 +99,20 @@ mod tests {
             std::fs::write(p, "{}").unwrap();
         };
         write("var/lib/kubelet/config.json");
-        assert_eq!(find_pull_secret(root.path()), Some(root.path().join("var/lib/kubelet/config.json")));
+        assert_eq!(
+            find_pull_secret(root.path()),
+            Some(root.path().join("var/lib/kubelet/config.json"))
+        );
         write("etc/ostree/auth.json");
-        assert_eq!(find_pull_secret(root.path()), Some(root.path().join("etc/ostree/auth.json")));
+        assert_eq!(
+            find_pull_secret(root.path()),
+            Some(root.path().join("etc/ostree/auth.json"))
+        );
         write("run/ostree/auth.json");
-        assert_eq!(find_pull_secret(root.path()), Some(root.path().join("run/ostree/auth.json")));
+        assert_eq!(
+            find_pull_secret(root.path()),
+            Some(root.path().join("run/ostree/auth.json"))
+        );
     }
 
     #[test]
@@ -103,6 +122,9 @@ mod tests {
         assert_eq!(registries_conf_override(root.path()), None);
         std::fs::create_dir_all(root.path().join("etc/containers")).unwrap();
         std::fs::write(root.path().join("etc/containers/registries.conf"), "").unwrap();
-        assert_eq!(registries_conf_override(root.path()), Some(root.path().join("etc/containers/registries.conf")));
+        assert_eq!(
+            registries_conf_override(root.path()),
+            Some(root.path().join("etc/containers/registries.conf"))
+        );
     }
 }

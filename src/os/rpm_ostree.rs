@@ -15,8 +15,8 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::{
-    CleanupReport, Deployment, KernelType, OsBackend, OsChange, OsStatus, PrefetchReport, ProgressFn, Role,
-    StageOutcome, ostree_image_reference, role_indices, user_kargs,
+    CleanupReport, Deployment, KernelType, OsBackend, OsChange, OsStatus, PrefetchReport,
+    ProgressFn, Role, StageOutcome, ostree_image_reference, role_indices, user_kargs,
 };
 
 /// rpm-ostreed's well-known bus name.
@@ -40,9 +40,17 @@ trait Sysroot {
     fn deployments(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
 }
 
-#[zbus::proxy(interface = "org.projectatomic.rpmostree1.OS", default_service = "org.projectatomic.rpmostree1")]
+#[zbus::proxy(
+    interface = "org.projectatomic.rpmostree1.OS",
+    default_service = "org.projectatomic.rpmostree1"
+)]
 trait Os {
-    fn rebase(&self, options: Options<'_>, refspec: &str, packages: &[&str]) -> zbus::Result<String>;
+    fn rebase(
+        &self,
+        options: Options<'_>,
+        refspec: &str,
+        packages: &[&str],
+    ) -> zbus::Result<String>;
     fn kernel_args(
         &self,
         existing_kernel_arg_string: &str,
@@ -51,9 +59,17 @@ trait Os {
         delete: &[&str],
         options: Options<'_>,
     ) -> zbus::Result<String>;
-    fn update_deployment(&self, modifiers: Options<'_>, options: Options<'_>) -> zbus::Result<String>;
+    fn update_deployment(
+        &self,
+        modifiers: Options<'_>,
+        options: Options<'_>,
+    ) -> zbus::Result<String>;
     fn cleanup(&self, elements: &[&str]) -> zbus::Result<String>;
-    fn get_deployment_boot_config(&self, id: &str, is_pending: bool) -> zbus::Result<HashMap<String, OwnedVariant>>;
+    fn get_deployment_boot_config(
+        &self,
+        id: &str,
+        is_pending: bool,
+    ) -> zbus::Result<HashMap<String, OwnedVariant>>;
 }
 
 #[zbus::proxy(
@@ -84,7 +100,10 @@ pub struct BusyRetry {
 
 impl Default for BusyRetry {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(5), max_wait: Duration::from_secs(600) }
+        Self {
+            interval: Duration::from_secs(5),
+            max_wait: Duration::from_secs(600),
+        }
     }
 }
 
@@ -104,15 +123,24 @@ pub async fn rpm_ostreed_on_system_bus() -> bool {
         if dbus.name_has_owner(name).await? {
             return Ok::<_, zbus::Error>(true);
         }
-        Ok(dbus.list_activatable_names().await?.iter().any(|n| n.as_str() == BUS_NAME))
+        Ok(dbus
+            .list_activatable_names()
+            .await?
+            .iter()
+            .any(|n| n.as_str() == BUS_NAME))
     };
-    matches!(tokio::time::timeout(Duration::from_secs(5), check).await, Ok(Ok(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), check).await,
+        Ok(Ok(true))
+    )
 }
 
 impl RpmOstreeBackend {
     /// Connect to rpm-ostreed on the system bus.
     pub async fn connect_system() -> Result<Self> {
-        let conn = Connection::system().await.context("Connecting to the system bus")?;
+        let conn = Connection::system()
+            .await
+            .context("Connecting to the system bus")?;
         Self::from_connection(conn).await
     }
 
@@ -129,8 +157,14 @@ impl RpmOstreeBackend {
         let sysroot = SysrootProxy::new(&conn).await?;
         let mut opts = Options::new();
         opts.insert("id", Variant::from(CLIENT_ID));
-        sysroot.register_client(opts).await.context("Registering with rpm-ostreed")?;
-        Ok(Self { conn, busy_retry: BusyRetry::default() })
+        sysroot
+            .register_client(opts)
+            .await
+            .context("Registering with rpm-ostreed")?;
+        Ok(Self {
+            conn,
+            busy_retry: BusyRetry::default(),
+        })
     }
 
     /// Change how "transaction in progress" is retried.
@@ -140,25 +174,47 @@ impl RpmOstreeBackend {
     }
 
     async fn sysroot(&self) -> Result<SysrootProxy<'static>> {
-        Ok(SysrootProxy::builder(&self.conn).cache_properties(CacheProperties::No).build().await?)
+        Ok(SysrootProxy::builder(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
     }
 
     /// The booted OS's object (`GetOS("")`).
     async fn os(&self) -> Result<OsProxy<'static>> {
-        let path = self.sysroot().await?.get_os("").await.context("Asking rpm-ostreed for the booted OS")?;
-        Ok(OsProxy::builder(&self.conn).path(path).cache_properties(CacheProperties::No).build().await?)
+        let path = self
+            .sysroot()
+            .await?
+            .get_os("")
+            .await
+            .context("Asking rpm-ostreed for the booted OS")?;
+        Ok(OsProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
     }
 
     async fn read_status(&self) -> Result<OsStatus> {
-        let raw = self.sysroot().await?.deployments().await.context("Reading rpm-ostree deployments")?;
+        let raw = self
+            .sysroot()
+            .await?
+            .deployments()
+            .await
+            .context("Reading rpm-ostree deployments")?;
         let os = self.os().await?;
         let mut deployments = Vec::with_capacity(raw.len());
         let mut flags = Vec::with_capacity(raw.len());
         for dict in &raw {
             let mut d = deployment_from_dict(dict)?;
             let id = get_str(dict, "id").unwrap_or_default();
-            let bootconfig = os.get_deployment_boot_config(&id, false).await.with_context(|| format!("Reading boot config of {id}"))?;
-            d.kernel_arguments = get_str(&bootconfig, "options").map(|o| user_kargs(&o)).unwrap_or_default();
+            let bootconfig = os
+                .get_deployment_boot_config(&id, false)
+                .await
+                .with_context(|| format!("Reading boot config of {id}"))?;
+            d.kernel_arguments = get_str(&bootconfig, "options")
+                .map(|o| user_kargs(&o))
+                .unwrap_or_default();
             flags.push((get_bool(dict, "booted"), get_bool(dict, "staged")));
             deployments.push(d);
         }
@@ -183,11 +239,18 @@ impl RpmOstreeBackend {
         let address = loop {
             match call().await {
                 Ok(address) => break address,
-                Err(e) if is_transaction_in_progress(&e) && tokio::time::Instant::now() < deadline => {
+                Err(e)
+                    if is_transaction_in_progress(&e) && tokio::time::Instant::now() < deadline =>
+                {
                     tracing::info!(title, error = %e, "rpm-ostree is busy with another transaction; retrying");
                     tokio::time::sleep(self.busy_retry.interval).await;
                 }
-                Err(e) => return Err(anyhow!("rpm-ostree {title} could not start: {}", dbus_error_text(&e))),
+                Err(e) => {
+                    return Err(anyhow!(
+                        "rpm-ostree {title} could not start: {}",
+                        dbus_error_text(&e)
+                    ));
+                }
             }
         };
         follow_transaction(title, &address).await
@@ -217,13 +280,20 @@ async fn follow_transaction(title: &str, address: &str) -> Result<()> {
         .build()
         .await
         .with_context(|| format!("Connecting to the rpm-ostree {title} transaction"))?;
-    let txn = TransactionProxy::builder(&conn).cache_properties(CacheProperties::No).build().await?;
+    let txn = TransactionProxy::builder(&conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
     let mut finished = txn.receive_finished().await?;
     let mut messages = txn.receive_message().await?;
     let mut percent = txn.receive_percent_progress().await?;
     let mut task_begin = txn.receive_task_begin().await?;
     let mut task_end = txn.receive_task_end().await?;
-    if !txn.start().await.with_context(|| format!("Starting the rpm-ostree {title} transaction"))? {
+    if !txn
+        .start()
+        .await
+        .with_context(|| format!("Starting the rpm-ostree {title} transaction"))?
+    {
         // Already started by someone else (e.g. after a reconnect): keep following it.
         tracing::debug!(title, "transaction was already started");
     }
@@ -255,27 +325,36 @@ async fn follow_transaction(title: &str, address: &str) -> Result<()> {
 }
 
 fn get_str(dict: &HashMap<String, OwnedVariant>, key: &str) -> Option<String> {
-    dict.get(key).and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+    dict.get(key)
+        .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
 }
 
 fn get_bool(dict: &HashMap<String, OwnedVariant>, key: &str) -> bool {
-    dict.get(key).and_then(|v| bool::try_from(v).ok()).unwrap_or(false)
+    dict.get(key)
+        .and_then(|v| bool::try_from(v).ok())
+        .unwrap_or(false)
 }
 
 fn get_strv(dict: &HashMap<String, OwnedVariant>, key: &str) -> Vec<String> {
-    dict.get(key).and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok()).unwrap_or_default()
+    dict.get(key)
+        .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+        .unwrap_or_default()
 }
 
 /// rpm-ostree's deployment dict (`id`, `osname`, `serial`, `checksum`, `version`,
 /// `container-image-reference`, `container-image-reference-digest`, `requested-packages`, …).
 fn deployment_from_dict(dict: &HashMap<String, OwnedVariant>) -> Result<Deployment> {
-    let checksum = get_str(dict, "checksum").ok_or_else(|| anyhow!("rpm-ostree deployment without checksum"))?;
+    let checksum = get_str(dict, "checksum")
+        .ok_or_else(|| anyhow!("rpm-ostree deployment without checksum"))?;
     let image_reference = get_str(dict, "container-image-reference");
     let image = image_reference.as_deref().map(pull_spec_of_reference);
     Ok(Deployment {
         stateroot: get_str(dict, "osname").unwrap_or_default(),
         checksum,
-        serial: dict.get("serial").and_then(|v| i32::try_from(v).ok()).unwrap_or(0),
+        serial: dict
+            .get("serial")
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(0),
         image,
         image_reference,
         image_digest: get_str(dict, "container-image-reference-digest"),
@@ -287,7 +366,11 @@ fn deployment_from_dict(dict: &HashMap<String, OwnedVariant>) -> Result<Deployme
 
 /// `ostree-unverified-registry:quay.io/x@sha256:…` → `quay.io/x@sha256:…` (what the MCD compares with osImageURL).
 fn pull_spec_of_reference(r: &str) -> String {
-    for prefix in ["ostree-unverified-registry:", "ostree-image-signed:docker://", "ostree-unverified-image:docker://"] {
+    for prefix in [
+        "ostree-unverified-registry:",
+        "ostree-image-signed:docker://",
+        "ostree-unverified-image:docker://",
+    ] {
         if let Some(rest) = r.strip_prefix(prefix) {
             return rest.to_string();
         }
@@ -319,9 +402,24 @@ fn minus(a: &[String], b: &[String]) -> Vec<String> {
         .collect()
 }
 
-const KERNEL_PACKAGES: &[&str] = &["kernel", "kernel-core", "kernel-modules", "kernel-modules-core", "kernel-modules-extra"];
-const RT_PACKAGES: &[&str] = &["kernel-rt-core", "kernel-rt-modules", "kernel-rt-modules-extra"];
-const K64_PACKAGES: &[&str] = &["kernel-64k-core", "kernel-64k-modules", "kernel-64k-modules-core", "kernel-64k-modules-extra"];
+const KERNEL_PACKAGES: &[&str] = &[
+    "kernel",
+    "kernel-core",
+    "kernel-modules",
+    "kernel-modules-core",
+    "kernel-modules-extra",
+];
+const RT_PACKAGES: &[&str] = &[
+    "kernel-rt-core",
+    "kernel-rt-modules",
+    "kernel-rt-modules-extra",
+];
+const K64_PACKAGES: &[&str] = &[
+    "kernel-64k-core",
+    "kernel-64k-modules",
+    "kernel-64k-modules-core",
+    "kernel-64k-modules-extra",
+];
 
 fn kernel_packages(kt: KernelType) -> &'static [&'static str] {
     match kt {
@@ -361,25 +459,38 @@ impl PackageModifiers {
     }
 }
 
-fn package_modifiers(current: &[String], kernel_type: Option<KernelType>, extensions: Option<&[String]>) -> PackageModifiers {
+fn package_modifiers(
+    current: &[String],
+    kernel_type: Option<KernelType>,
+    extensions: Option<&[String]>,
+) -> PackageModifiers {
     let mut m = PackageModifiers::default();
     let current_kt = kernel_type_of(current);
     if let Some(kt) = kernel_type.filter(|kt| *kt != current_kt) {
         let old = kernel_packages(current_kt);
         m.uninstall.extend(old.iter().map(|s| s.to_string()));
         if current_kt == KernelType::Default {
-            m.override_remove.extend(KERNEL_PACKAGES.iter().map(|s| s.to_string()));
+            m.override_remove
+                .extend(KERNEL_PACKAGES.iter().map(|s| s.to_string()));
         }
         if kt == KernelType::Default {
-            m.override_reset.extend(KERNEL_PACKAGES.iter().map(|s| s.to_string()));
+            m.override_reset
+                .extend(KERNEL_PACKAGES.iter().map(|s| s.to_string()));
         } else {
-            m.install.extend(kernel_packages(kt).iter().map(|s| s.to_string()));
+            m.install
+                .extend(kernel_packages(kt).iter().map(|s| s.to_string()));
         }
     }
     if let Some(wanted) = extensions {
-        let current_ext: Vec<String> = current.iter().filter(|p| !is_kernel_package(p)).cloned().collect();
-        m.install.extend(wanted.iter().filter(|p| !current_ext.contains(p)).cloned());
-        m.uninstall.extend(current_ext.iter().filter(|p| !wanted.contains(p)).cloned());
+        let current_ext: Vec<String> = current
+            .iter()
+            .filter(|p| !is_kernel_package(p))
+            .cloned()
+            .collect();
+        m.install
+            .extend(wanted.iter().filter(|p| !current_ext.contains(p)).cloned());
+        m.uninstall
+            .extend(current_ext.iter().filter(|p| !wanted.contains(p)).cloned());
     }
     m
 }
@@ -401,25 +512,46 @@ impl OsBackend for RpmOstreeBackend {
         self.transaction("rebase --download-only", || {
             let mut opts = Options::new();
             opts.insert("download-only", Variant::from(true));
-            opts.insert("initiating-command-line", Variant::from("machine-config-daemon prefetch"));
+            opts.insert(
+                "initiating-command-line",
+                Variant::from("machine-config-daemon prefetch"),
+            );
             os.rebase(opts, &refspec, &[])
         })
         .await?;
         Ok(PrefetchReport {
             image: image.to_string(),
-            image_digest: image.split_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+            image_digest: image
+                .split_once('@')
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default(),
             ..Default::default()
         })
     }
 
     async fn stage(&self, change: &OsChange) -> Result<StageOutcome> {
         let status = self.read_status().await?;
-        let base = status.base().cloned().ok_or_else(|| anyhow!("rpm-ostree reports no booted deployment"))?;
+        let base = status
+            .base()
+            .cloned()
+            .ok_or_else(|| anyhow!("rpm-ostree reports no booted deployment"))?;
         let target_kargs = change.kargs.apply(&base.kernel_arguments);
-        let wanted_image = change.image.as_deref().map(|i| i.trim_start_matches("docker://").to_string());
+        let wanted_image = change
+            .image
+            .as_deref()
+            .map(|i| i.trim_start_matches("docker://").to_string());
         let image_of = |d: &Deployment| wanted_image.as_ref().is_none_or(|w| has_image(d, w));
-        let packages_of = |d: &Deployment| package_modifiers(&d.requested_packages, change.kernel_type, change.extensions.as_deref()).is_empty();
-        let matches = |d: &Deployment| image_of(d) && packages_of(d) && same_kargs(&d.kernel_arguments, &target_kargs);
+        let packages_of = |d: &Deployment| {
+            package_modifiers(
+                &d.requested_packages,
+                change.kernel_type,
+                change.extensions.as_deref(),
+            )
+            .is_empty()
+        };
+        let matches = |d: &Deployment| {
+            image_of(d) && packages_of(d) && same_kargs(&d.kernel_arguments, &target_kargs)
+        };
 
         if let Some(staged) = status.staged.as_ref().filter(|d| matches(d)) {
             return Ok(StageOutcome::Unchanged(Role::Staged, staged.clone()));
@@ -427,7 +559,8 @@ impl OsBackend for RpmOstreeBackend {
         if let Some(booted) = status.booted.as_ref().filter(|d| matches(d)) {
             if status.staged.is_some() {
                 let os = self.os().await?;
-                self.transaction("cleanup --pending", || os.cleanup(&["pending-deploy"])).await?;
+                self.transaction("cleanup --pending", || os.cleanup(&["pending-deploy"]))
+                    .await?;
             }
             return Ok(StageOutcome::Unchanged(Role::Booted, booted.clone()));
         }
@@ -438,14 +571,26 @@ impl OsBackend for RpmOstreeBackend {
             let refspec = ostree_image_reference(image);
             self.transaction("rebase", || {
                 let mut opts = Options::new();
-                opts.insert("initiating-command-line", Variant::from("machine-config-daemon stage"));
+                opts.insert(
+                    "initiating-command-line",
+                    Variant::from("machine-config-daemon stage"),
+                );
                 os.rebase(opts, &refspec, &[])
             })
             .await?;
         }
 
-        let next = self.read_status().await?.next_boot().cloned().unwrap_or(base.clone());
-        let mods = package_modifiers(&next.requested_packages, change.kernel_type, change.extensions.as_deref());
+        let next = self
+            .read_status()
+            .await?
+            .next_boot()
+            .cloned()
+            .unwrap_or(base.clone());
+        let mods = package_modifiers(
+            &next.requested_packages,
+            change.kernel_type,
+            change.extensions.as_deref(),
+        );
         if !mods.is_empty() {
             tracing::info!(?mods, "changing layered packages (kernelType / extensions)");
             let as_variant = |v: &[String]| Variant::from(v.to_vec());
@@ -466,7 +611,12 @@ impl OsBackend for RpmOstreeBackend {
             .await?;
         }
 
-        let next = self.read_status().await?.next_boot().cloned().unwrap_or(base.clone());
+        let next = self
+            .read_status()
+            .await?
+            .next_boot()
+            .cloned()
+            .unwrap_or(base.clone());
         if !same_kargs(&next.kernel_arguments, &target_kargs) {
             let delete = minus(&next.kernel_arguments, &target_kargs);
             let append = minus(&target_kargs, &next.kernel_arguments);
@@ -474,14 +624,16 @@ impl OsBackend for RpmOstreeBackend {
             let delete_refs: Vec<&str> = delete.iter().map(String::as_str).collect();
             let append_refs: Vec<&str> = append.iter().map(String::as_str).collect();
             tracing::info!(?delete, ?append, "changing kernel arguments");
-            self.transaction("kargs", || os.kernel_args(&existing, &append_refs, &[], &delete_refs, Options::new()))
-                .await?;
+            self.transaction("kargs", || {
+                os.kernel_args(&existing, &append_refs, &[], &delete_refs, Options::new())
+            })
+            .await?;
         }
 
         let status = self.read_status().await?;
-        let staged = status
-            .staged
-            .ok_or_else(|| anyhow!("rpm-ostree finished but no deployment is staged for the next boot"))?;
+        let staged = status.staged.ok_or_else(|| {
+            anyhow!("rpm-ostree finished but no deployment is staged for the next boot")
+        })?;
         Ok(StageOutcome::Staged(staged))
     }
 
@@ -489,7 +641,8 @@ impl OsBackend for RpmOstreeBackend {
     /// itself after each transaction and reports no counts).
     async fn cleanup(&self) -> Result<CleanupReport> {
         let os = self.os().await?;
-        self.transaction("cleanup --base", || os.cleanup(&["base"])).await?;
+        self.transaction("cleanup --base", || os.cleanup(&["base"]))
+            .await?;
         Ok(CleanupReport::default())
     }
 }
@@ -500,7 +653,9 @@ fn has_image(d: &Deployment, image: &str) -> bool {
         return true;
     }
     match (image.split_once('@'), &d.image_digest) {
-        (Some((_, digest)), Some(have)) => digest == have && d.image.as_deref().is_some_and(|i| same_repo(i, image)),
+        (Some((_, digest)), Some(have)) => {
+            digest == have && d.image.as_deref().is_some_and(|i| same_repo(i, image))
+        }
         _ => false,
     }
 }
@@ -546,7 +701,11 @@ mod tests {
 
     #[test]
     fn extensions_are_diffed_against_layered_packages() {
-        let m = package_modifiers(&v(&["usbguard", "kernel-rt-core"]), None, Some(&v(&["kerberos"])));
+        let m = package_modifiers(
+            &v(&["usbguard", "kernel-rt-core"]),
+            None,
+            Some(&v(&["kerberos"])),
+        );
         assert_eq!(m.install, v(&["kerberos"]));
         assert_eq!(m.uninstall, v(&["usbguard"]));
     }
@@ -568,6 +727,9 @@ mod tests {
         assert!(has_image(&d, "quay.io/o/os@sha256:aa"));
         assert!(!has_image(&d, "quay.io/o/os@sha256:bb"));
         assert!(!has_image(&d, "quay.io/other/os@sha256:aa"));
-        assert!(same_repo("127.0.0.1:5000/os:v1", "127.0.0.1:5000/os@sha256:x"));
+        assert!(same_repo(
+            "127.0.0.1:5000/os:v1",
+            "127.0.0.1:5000/os@sha256:x"
+        ));
     }
 }

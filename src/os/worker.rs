@@ -8,7 +8,11 @@ use anyhow::{Context, Result, anyhow};
 /// Run `work` on a fresh thread named `name`. With `private_mount_namespace`, the thread first enters
 /// a private mount namespace and makes `/sysroot` writable there (see [`super::namespace`]); threads it
 /// starts afterwards (the runtime's blocking pool, child processes) inherit that namespace.
-pub(crate) async fn run_on_ostree_thread<T, F, Fut>(name: &str, private_mount_namespace: bool, work: F) -> Result<T>
+pub(crate) async fn run_on_ostree_thread<T, F, Fut>(
+    name: &str,
+    private_mount_namespace: bool,
+    work: F,
+) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -33,5 +37,6 @@ where
             let _ = tx.send(result);
         })
         .context("Spawning the ostree worker thread")?;
-    rx.await.map_err(|_| anyhow!("The ostree worker thread panicked"))?
+    rx.await
+        .map_err(|_| anyhow!("The ostree worker thread panicked"))?
 }

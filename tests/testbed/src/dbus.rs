@@ -51,10 +51,15 @@ impl PrivateBus {
         let address = line.trim().to_string();
         if address.is_empty() {
             let _ = child.kill();
-            let log = std::fs::read_to_string(dir.path().join("dbus-daemon.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(dir.path().join("dbus-daemon.log")).unwrap_or_default();
             bail!("dbus-daemon printed no address: {}", log.trim());
         }
-        Ok(Self { child, address, _dir: dir })
+        Ok(Self {
+            child,
+            address,
+            _dir: dir,
+        })
     }
 
     /// The bus address (`unix:path=…,guid=…`).

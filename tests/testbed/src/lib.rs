@@ -15,8 +15,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use image::{BaseSpec, BlobInfo, BuiltImage, FileSpec, ImageLab, LayerSpec};
 pub use dbus::PrivateBus;
+pub use image::{BaseSpec, BlobInfo, BuiltImage, FileSpec, ImageLab, LayerSpec};
 pub use registry::{AccessLogEntry, Credentials, LogMark, Registry};
 pub use sysroot::{SandboxSysroot, SysrootSnapshot};
 

@@ -14,10 +14,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
-use testbed::{BaseSpec, BuiltImage, Credentials, FileSpec, ImageLab, LayerSpec, Registry, SandboxSysroot};
+use testbed::{
+    BaseSpec, BuiltImage, Credentials, FileSpec, ImageLab, LayerSpec, Registry, SandboxSysroot,
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "testbed", about = "OS images, a local registry and sandbox sysroots for tests and demos")]
+#[command(
+    name = "testbed",
+    about = "OS images, a local registry and sandbox sysroots for tests and demos"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,14 +109,20 @@ fn parse_files(files: &[String]) -> Result<Vec<FileSpec>> {
     files
         .iter()
         .map(|f| {
-            let (path, contents) = f.split_once('=').ok_or_else(|| anyhow!("--file wants PATH=CONTENTS, got {f:?}"))?;
+            let (path, contents) = f
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--file wants PATH=CONTENTS, got {f:?}"))?;
             Ok(FileSpec::new(path, format!("{contents}\n")))
         })
         .collect()
 }
 
 fn print_image(img: &BuiltImage) {
-    let layers: Vec<_> = img.layers.iter().map(|l| serde_json::json!({"digest": l.digest, "size": l.size})).collect();
+    let layers: Vec<_> = img
+        .layers
+        .iter()
+        .map(|l| serde_json::json!({"digest": l.digest, "size": l.size}))
+        .collect();
     let doc = serde_json::json!({
         "tag": img.tag,
         "manifestDigest": img.manifest_digest,
@@ -124,13 +135,25 @@ fn print_image(img: &BuiltImage) {
 }
 
 fn credentials(s: &str) -> Result<Credentials> {
-    let (username, password) = s.split_once(':').ok_or_else(|| anyhow!("credentials must be USER:PASSWORD"))?;
-    Ok(Credentials { username: username.into(), password: password.into() })
+    let (username, password) = s
+        .split_once(':')
+        .ok_or_else(|| anyhow!("credentials must be USER:PASSWORD"))?;
+    Ok(Credentials {
+        username: username.into(),
+        password: password.into(),
+    })
 }
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::BuildBase { lab, tag, version, files, payload_bytes, not_bootable } => {
+        Command::BuildBase {
+            lab,
+            tag,
+            version,
+            files,
+            payload_bytes,
+            not_bootable,
+        } => {
             let lab = ImageLab::open(&lab)?;
             let mut spec = BaseSpec::new(&tag, &version);
             spec.files = parse_files(&files)?;
@@ -138,19 +161,30 @@ async fn run(cli: Cli) -> Result<()> {
             spec.bootable = !not_bootable;
             print_image(&lab.build_base(&spec).await?);
         }
-        Command::Derive { lab, from, to, files, random, version } => {
+        Command::Derive {
+            lab,
+            from,
+            to,
+            files,
+            random,
+            version,
+        } => {
             let lab = ImageLab::open(&lab)?;
             let mut layer = LayerSpec::new(&format!("RUN testbed derive {to}"));
             layer.files = parse_files(&files)?;
             if let Some(r) = random {
-                let (path, bytes) = r.split_once('=').ok_or_else(|| anyhow!("--random wants PATH=BYTES"))?;
-                layer.random_file = Some((path.to_string(), bytes.parse().context("--random size")?));
+                let (path, bytes) = r
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--random wants PATH=BYTES"))?;
+                layer.random_file =
+                    Some((path.to_string(), bytes.parse().context("--random size")?));
             }
             print_image(&lab.derive(&from, &to, &[layer], version.as_deref())?);
         }
         Command::Describe { lab, tag } => print_image(&ImageLab::open(&lab)?.describe(&tag)?),
         Command::Registry { dir, port, auth } => {
-            let registry = Registry::start_in(&dir, port, auth.as_deref().map(credentials).transpose()?)?;
+            let registry =
+                Registry::start_in(&dir, port, auth.as_deref().map(credentials).transpose()?)?;
             println!("{}", registry.addr());
             eprintln!("access log: {}", dir.join("access.log").display());
             // Stop the registry with us (SIGTERM/SIGINT), or report when it dies by itself.
@@ -171,16 +205,30 @@ async fn run(cli: Cli) -> Result<()> {
             }
             drop(registry);
         }
-        Command::Push { lab, tag, registry, name, creds } => {
+        Command::Push {
+            lab,
+            tag,
+            registry,
+            name,
+            creds,
+        } => {
             let lab = ImageLab::open(&lab)?;
             let img = lab.describe(&tag)?;
             let dest = format!("{registry}/{name}:{tag}");
             let mut cmd = std::process::Command::new("skopeo");
-            cmd.args(["copy", "--insecure-policy", "--quiet", "--dest-tls-verify=false"]);
+            cmd.args([
+                "copy",
+                "--insecure-policy",
+                "--quiet",
+                "--dest-tls-verify=false",
+            ]);
             if let Some(c) = creds {
                 cmd.arg(format!("--dest-creds={c}"));
             }
-            let status = cmd.arg(lab.oci_ref(&tag)).arg(format!("docker://{dest}")).status()?;
+            let status = cmd
+                .arg(lab.oci_ref(&tag))
+                .arg(format!("docker://{dest}"))
+                .status()?;
             anyhow::ensure!(status.success(), "skopeo copy failed: {status}");
             println!("{registry}/{name}@{}", img.manifest_digest);
         }
@@ -194,7 +242,10 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

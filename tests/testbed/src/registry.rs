@@ -149,8 +149,8 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self.dir.join("registry.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
                 bail!("docker-registry exited ({status}): {}", log.trim());
             }
             if http_status(self.port, "/v2/").is_ok() {

@@ -60,7 +60,10 @@ impl FakeDeployment {
     fn to_dict(&self) -> HashMap<String, OwnedVariant> {
         let mut d: HashMap<String, OwnedVariant> = HashMap::new();
         let mut put = |k: &str, v: Variant<'_>| {
-            d.insert(k.to_string(), OwnedVariant::try_from(v).expect("plain value"));
+            d.insert(
+                k.to_string(),
+                OwnedVariant::try_from(v).expect("plain value"),
+            );
         };
         put("id", Variant::from(self.id()));
         put("osname", Variant::from(self.osname.clone()));
@@ -68,8 +71,14 @@ impl FakeDeployment {
         put("checksum", Variant::from(self.checksum.clone()));
         put("booted", Variant::from(self.booted));
         put("staged", Variant::from(self.staged));
-        put("requested-packages", Variant::from(self.requested_packages.clone()));
-        put("requested-base-removals", Variant::from(self.base_removals.clone()));
+        put(
+            "requested-packages",
+            Variant::from(self.requested_packages.clone()),
+        );
+        put(
+            "requested-base-removals",
+            Variant::from(self.base_removals.clone()),
+        );
         if let Some(v) = &self.version {
             put("version", Variant::from(v.clone()));
         }
@@ -112,7 +121,10 @@ pub struct RpmOstreedState {
 
 impl RpmOstreedState {
     fn merge_deployment(&self) -> Option<&FakeDeployment> {
-        self.deployments.iter().find(|d| d.staged).or_else(|| self.deployments.iter().find(|d| d.booted))
+        self.deployments
+            .iter()
+            .find(|d| d.staged)
+            .or_else(|| self.deployments.iter().find(|d| d.booted))
     }
 
     /// Replace the staged deployment (as rpm-ostree does) with `new`.
@@ -120,7 +132,13 @@ impl RpmOstreedState {
         self.deployments.retain(|d| !d.staged);
         new.booted = false;
         new.staged = true;
-        new.serial = self.deployments.iter().filter(|d| d.checksum == new.checksum).map(|d| d.serial + 1).max().unwrap_or(0);
+        new.serial = self
+            .deployments
+            .iter()
+            .filter(|d| d.checksum == new.checksum)
+            .map(|d| d.serial + 1)
+            .max()
+            .unwrap_or(0);
         self.deployments.insert(0, new);
     }
 }
@@ -128,10 +146,23 @@ impl RpmOstreedState {
 /// A pending transaction's effect on the state.
 #[derive(Debug)]
 enum Op {
-    Rebase { refspec: String, download_only: bool },
-    KernelArgs { append: Vec<String>, delete: Vec<String> },
-    UpdateDeployment { install: Vec<String>, uninstall: Vec<String>, override_remove: Vec<String>, override_reset: Vec<String> },
-    Cleanup { elements: Vec<String> },
+    Rebase {
+        refspec: String,
+        download_only: bool,
+    },
+    KernelArgs {
+        append: Vec<String>,
+        delete: Vec<String>,
+    },
+    UpdateDeployment {
+        install: Vec<String>,
+        uninstall: Vec<String>,
+        override_remove: Vec<String>,
+        override_reset: Vec<String>,
+    },
+    Cleanup {
+        elements: Vec<String>,
+    },
 }
 
 impl Op {
@@ -147,22 +178,28 @@ impl Op {
     /// Apply to the state; `Err` is the transaction's error message.
     fn apply(self, s: &mut RpmOstreedState) -> std::result::Result<(), String> {
         match self {
-            Op::Rebase { refspec, download_only } => {
+            Op::Rebase {
+                refspec,
+                download_only,
+            } => {
                 let image = refspec
                     .strip_prefix("ostree-unverified-registry:")
                     .ok_or_else(|| format!("error: Unsupported refspec {refspec}"))?
                     .to_string();
-                let info = s
-                    .images
-                    .get(&image)
-                    .cloned()
-                    .ok_or_else(|| format!("error: reading manifest in {image}: manifest unknown"))?;
+                let info = s.images.get(&image).cloned().ok_or_else(|| {
+                    format!("error: reading manifest in {image}: manifest unknown")
+                })?;
                 if download_only {
                     s.downloaded.push(image);
                     return Ok(());
                 }
-                let base = s.merge_deployment().cloned().ok_or("error: No booted deployment")?;
-                if base.image_digest.as_deref() == Some(&info.digest) && base.image_reference.as_deref() == Some(&refspec) {
+                let base = s
+                    .merge_deployment()
+                    .cloned()
+                    .ok_or("error: No booted deployment")?;
+                if base.image_digest.as_deref() == Some(&info.digest)
+                    && base.image_reference.as_deref() == Some(&refspec)
+                {
                     return Ok(()); // "No changes."
                 }
                 let new = FakeDeployment {
@@ -176,19 +213,40 @@ impl Op {
                 Ok(())
             }
             Op::KernelArgs { append, delete } => {
-                let mut new = s.merge_deployment().cloned().ok_or("error: No booted deployment")?;
+                let mut new = s
+                    .merge_deployment()
+                    .cloned()
+                    .ok_or("error: No booted deployment")?;
                 for arg in &delete {
-                    let pos = new.kargs.iter().position(|k| k == arg).ok_or_else(|| format!("error: No karg '{arg}' found"))?;
+                    let pos = new
+                        .kargs
+                        .iter()
+                        .position(|k| k == arg)
+                        .ok_or_else(|| format!("error: No karg '{arg}' found"))?;
                     new.kargs.remove(pos);
                 }
                 new.kargs.extend(append);
                 s.stage(new);
                 Ok(())
             }
-            Op::UpdateDeployment { install, uninstall, override_remove, override_reset } => {
-                let mut new = s.merge_deployment().cloned().ok_or("error: No booted deployment")?;
+            Op::UpdateDeployment {
+                install,
+                uninstall,
+                override_remove,
+                override_reset,
+            } => {
+                let mut new = s
+                    .merge_deployment()
+                    .cloned()
+                    .ok_or("error: No booted deployment")?;
                 for p in &uninstall {
-                    let pos = new.requested_packages.iter().position(|k| k == p).ok_or_else(|| format!("error: Package/capability '{p}' is not currently requested"))?;
+                    let pos = new
+                        .requested_packages
+                        .iter()
+                        .position(|k| k == p)
+                        .ok_or_else(|| {
+                            format!("error: Package/capability '{p}' is not currently requested")
+                        })?;
                     new.requested_packages.remove(pos);
                 }
                 new.requested_packages.extend(install);
@@ -224,7 +282,10 @@ struct SysrootIface {
 #[interface(name = "org.projectatomic.rpmostree1.Sysroot")]
 impl SysrootIface {
     fn register_client(&self, options: HashMap<String, OwnedVariant>) {
-        let id = options.get("id").and_then(|v| String::try_from(v.try_clone().ok()?).ok()).unwrap_or_default();
+        let id = options
+            .get("id")
+            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default();
         let mut s = self.state.lock().unwrap();
         s.calls.push(format!("RegisterClient {id}"));
         s.registered_clients.push(id);
@@ -237,7 +298,13 @@ impl SysrootIface {
 
     #[zbus(property)]
     fn deployments(&self) -> Vec<HashMap<String, OwnedVariant>> {
-        self.state.lock().unwrap().deployments.iter().map(FakeDeployment::to_dict).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .deployments
+            .iter()
+            .map(FakeDeployment::to_dict)
+            .collect()
     }
 
     #[zbus(property)]
@@ -253,7 +320,10 @@ struct OsIface {
 }
 
 fn strv(options: &HashMap<String, OwnedVariant>, key: &str) -> Vec<String> {
-    options.get(key).and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok()).unwrap_or_default()
+    options
+        .get(key)
+        .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+        .unwrap_or_default()
 }
 
 impl OsIface {
@@ -271,13 +341,22 @@ impl OsIface {
         }
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.path().join(format!("transaction-{n}.sock"));
-        let listener = tokio::net::UnixListener::bind(&path).map_err(|e| fdo::Error::Failed(e.to_string()))?;
+        let listener =
+            tokio::net::UnixListener::bind(&path).map_err(|e| fdo::Error::Failed(e.to_string()))?;
         let state = self.state.clone();
         tokio::spawn(async move {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            let iface = TransactionIface { state, op: Mutex::new(Some(op)), done: Mutex::new(Some(done_tx)) };
-            let Ok(std_stream) = stream.into_std() else { return };
+            let iface = TransactionIface {
+                state,
+                op: Mutex::new(Some(op)),
+                done: Mutex::new(Some(done_tx)),
+            };
+            let Ok(std_stream) = stream.into_std() else {
+                return;
+            };
             let conn = zbus::connection::Builder::unix_stream(std_stream)
                 .server(zbus::Guid::generate())
                 .p2p()
@@ -297,10 +376,32 @@ impl OsIface {
 
 #[interface(name = "org.projectatomic.rpmostree1.OS")]
 impl OsIface {
-    async fn rebase(&self, options: HashMap<String, OwnedVariant>, refspec: String, _packages: Vec<String>) -> fdo::Result<String> {
-        let download_only = options.get("download-only").and_then(|v| bool::try_from(v).ok()).unwrap_or(false);
-        let call = format!("Rebase{} {refspec}", if download_only { " --download-only" } else { "" });
-        self.begin(call, Op::Rebase { refspec, download_only }).await
+    async fn rebase(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        refspec: String,
+        _packages: Vec<String>,
+    ) -> fdo::Result<String> {
+        let download_only = options
+            .get("download-only")
+            .and_then(|v| bool::try_from(v).ok())
+            .unwrap_or(false);
+        let call = format!(
+            "Rebase{} {refspec}",
+            if download_only {
+                " --download-only"
+            } else {
+                ""
+            }
+        );
+        self.begin(
+            call,
+            Op::Rebase {
+                refspec,
+                download_only,
+            },
+        )
+        .await
     }
 
     async fn kernel_args(
@@ -311,11 +412,17 @@ impl OsIface {
         delete: Vec<String>,
         _options: HashMap<String, OwnedVariant>,
     ) -> fdo::Result<String> {
-        let call = format!("KernelArgs existing={existing_kernel_arg_string:?} append={append:?} delete={delete:?}");
+        let call = format!(
+            "KernelArgs existing={existing_kernel_arg_string:?} append={append:?} delete={delete:?}"
+        );
         self.begin(call, Op::KernelArgs { append, delete }).await
     }
 
-    async fn update_deployment(&self, modifiers: HashMap<String, OwnedVariant>, _options: HashMap<String, OwnedVariant>) -> fdo::Result<String> {
+    async fn update_deployment(
+        &self,
+        modifiers: HashMap<String, OwnedVariant>,
+        _options: HashMap<String, OwnedVariant>,
+    ) -> fdo::Result<String> {
         let op = Op::UpdateDeployment {
             install: strv(&modifiers, "install-packages"),
             uninstall: strv(&modifiers, "uninstall-packages"),
@@ -331,17 +438,33 @@ impl OsIface {
         self.begin(call, Op::Cleanup { elements }).await
     }
 
-    fn get_deployment_boot_config(&self, id: String, is_pending: bool) -> fdo::Result<HashMap<String, OwnedVariant>> {
+    fn get_deployment_boot_config(
+        &self,
+        id: String,
+        is_pending: bool,
+    ) -> fdo::Result<HashMap<String, OwnedVariant>> {
         let s = self.state.lock().unwrap();
         let d = if id.is_empty() {
-            if is_pending { s.merge_deployment() } else { s.deployments.iter().find(|d| d.booted) }
+            if is_pending {
+                s.merge_deployment()
+            } else {
+                s.deployments.iter().find(|d| d.booted)
+            }
         } else {
             s.deployments.iter().find(|d| d.id() == id)
         }
         .ok_or_else(|| fdo::Error::Failed(format!("Deployment {id} not found")))?;
-        let options = format!("{} ostree=/ostree/boot.1/{}/{}/0", d.kargs.join(" "), d.osname, d.checksum);
+        let options = format!(
+            "{} ostree=/ostree/boot.1/{}/{}/0",
+            d.kargs.join(" "),
+            d.osname,
+            d.checksum
+        );
         let mut out = HashMap::new();
-        out.insert("options".to_string(), OwnedVariant::try_from(Variant::from(options)).expect("string"));
+        out.insert(
+            "options".to_string(),
+            OwnedVariant::try_from(Variant::from(options)).expect("string"),
+        );
         Ok(out)
     }
 }
@@ -355,7 +478,9 @@ struct TransactionIface {
 #[interface(name = "org.projectatomic.rpmostree1.Transaction")]
 impl TransactionIface {
     async fn start(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) -> bool {
-        let Some(op) = self.op.lock().unwrap().take() else { return false };
+        let Some(op) = self.op.lock().unwrap().take() else {
+            return false;
+        };
         let state = self.state.clone();
         let done = self.done.lock().unwrap().take();
         let emitter = emitter.into_owned();
@@ -386,9 +511,17 @@ impl TransactionIface {
     #[zbus(signal)]
     async fn task_end(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
     #[zbus(signal)]
-    async fn percent_progress(emitter: &SignalEmitter<'_>, text: &str, percentage: u32) -> zbus::Result<()>;
+    async fn percent_progress(
+        emitter: &SignalEmitter<'_>,
+        text: &str,
+        percentage: u32,
+    ) -> zbus::Result<()>;
     #[zbus(signal)]
-    async fn finished(emitter: &SignalEmitter<'_>, success: bool, error_message: &str) -> zbus::Result<()>;
+    async fn finished(
+        emitter: &SignalEmitter<'_>,
+        success: bool,
+        error_message: &str,
+    ) -> zbus::Result<()>;
 }
 
 /// The running service. Dropping it leaves the bus.
@@ -403,15 +536,35 @@ impl FakeRpmOstreed {
     /// Serve on the bus at `bus_address` as `org.projectatomic.rpmostree1`, starting from `state`.
     pub async fn start(bus_address: &str, state: RpmOstreedState) -> Result<Self> {
         let state: Shared = Arc::new(Mutex::new(state));
-        let dir = Arc::new(tempfile::Builder::new().prefix("testbed-rpmostreed-").tempdir()?);
+        let dir = Arc::new(
+            tempfile::Builder::new()
+                .prefix("testbed-rpmostreed-")
+                .tempdir()?,
+        );
         let conn = zbus::connection::Builder::address(bus_address)
             .name("org.projectatomic.rpmostree1")
-            .serve_at("/org/projectatomic/rpmostree1/Sysroot", SysrootIface { state: state.clone() })
-            .serve_at(OS_PATH, OsIface { state: state.clone(), dir: dir.clone(), counter: AtomicU32::new(0) })
+            .serve_at(
+                "/org/projectatomic/rpmostree1/Sysroot",
+                SysrootIface {
+                    state: state.clone(),
+                },
+            )
+            .serve_at(
+                OS_PATH,
+                OsIface {
+                    state: state.clone(),
+                    dir: dir.clone(),
+                    counter: AtomicU32::new(0),
+                },
+            )
             .build()
             .await
             .context("Serving org.projectatomic.rpmostree1 on the private bus")?;
-        Ok(Self { _conn: conn, state, _dir: dir })
+        Ok(Self {
+            _conn: conn,
+            state,
+            _dir: dir,
+        })
     }
 
     pub fn state(&self) -> MutexGuard<'_, RpmOstreedState> {
