@@ -405,7 +405,7 @@ async fn assert_pull_fails(
         .await
         .expect_err("stage must fail");
     assert_eq!(pull_error(&err2).kind, kind, "{err2:#}");
-    eprintln!("{image}: {err}");
+    eprintln!("{image}: {err}\n    chain: {}", pull_error(&err).chain);
     assert_eq!(fx.sysroot.snapshot()?, before, "sysroot unchanged");
     assert_eq!(backend.status().await?, status_before);
     Ok(err.to_string())
@@ -468,6 +468,26 @@ async fn bad_images_fail_clearly_and_change_nothing() -> Result<()> {
     fx.registry.corrupt_blob(&bad.top_layer().digest)?;
     let msg =
         assert_pull_fails(&fx, &backend, &fx.image("corrupt"), PullErrorKind::Corrupt).await?;
+    assert!(msg.contains("does not match its digest"), "{msg}");
+
+    // Valid content served under the wrong digest. ostree-ext 0.15.3 keeps such a layer's ref after
+    // the digest error; the stage in assert_pull_fails is the retry that must not trust it.
+    let a = fx.derive_and_push(
+        "swapped",
+        &[LayerSpec::new("RUN x").random_file("usr/share/x", 64 * 1024)],
+        "10",
+    )?;
+    let b = fx.lab.derive(
+        "base",
+        "donor",
+        &[LayerSpec::new("RUN y").random_file("usr/share/x", 64 * 1024)],
+        None,
+    )?;
+    fx.registry.push(&fx.lab, "donor", "os")?;
+    fx.registry
+        .swap_blob_content(&a.top_layer().digest, &b.top_layer().digest)?;
+    let msg =
+        assert_pull_fails(&fx, &backend, &fx.image("swapped"), PullErrorKind::Corrupt).await?;
     assert!(msg.contains("does not match its digest"), "{msg}");
 
     // Not even a reference.

@@ -25,6 +25,8 @@ pub struct PullError {
     pub kind: PullErrorKind,
     pub image: String,
     pub detail: String,
+    /// The whole error chain from ostree-ext and skopeo, for logs.
+    pub chain: String,
 }
 
 impl fmt::Display for PullError {
@@ -52,11 +54,19 @@ impl PullError {
         let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
         let text = chain.join(": ");
         let lower = text.to_lowercase();
-        let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-        let kind = if has(&[
-            "does not have ostree.bootable",
-            "not have ostree.bootable label",
-        ]) {
+        // The chain element that explains the failure is the one the classifying words come from.
+        let mut matched: Option<&str> = None;
+        let mut has = |needles: &[&str]| {
+            let hit = needles.iter().find(|n| lower.contains(*n));
+            if let Some(n) = hit {
+                matched = chain
+                    .iter()
+                    .map(String::as_str)
+                    .find(|c| c.to_lowercase().contains(n));
+            }
+            hit.is_some()
+        };
+        let kind = if has(&["does not have ostree.bootable"]) {
             PullErrorKind::NotBootable
         } else if has(&[
             "unauthorized",
@@ -68,20 +78,19 @@ impl PullError {
         } else if has(&[
             "manifest unknown",
             "name unknown",
+            "blob unknown",
             "not found",
             "no such image",
-            "blob unknown",
         ]) {
             PullErrorKind::NotFound
         } else if has(&[
+            "corrupted blob",
             "digest mismatch",
-            "corrupted",
-            "checksum",
             "does not match",
             "invalid digest",
+            "corrupt",
             "unexpected eof",
             "invalid gzip",
-            "invalid header",
         ]) {
             PullErrorKind::Corrupt
         } else if has(&[
@@ -97,15 +106,32 @@ impl PullError {
         } else {
             PullErrorKind::Other
         };
-        // The innermost message is the tool's own; keep it short.
-        let detail = chain.last().cloned().unwrap_or_default();
-        let detail = detail.lines().next().unwrap_or_default().trim().to_string();
+        let detail = matched
+            .or(chain.last().map(String::as_str))
+            .unwrap_or_default();
+        let detail = strip_proxy_prefixes(detail.lines().next().unwrap_or_default().trim());
+        let detail = detail
+            .strip_prefix("proxy failure: ")
+            .map(strip_proxy_prefixes)
+            .unwrap_or(detail);
         Self {
             kind,
             image: image.to_string(),
             detail,
+            chain: text,
         }
     }
+}
+
+/// The image proxy wraps skopeo's words in `failed to invoke method OpenImage: ` (often twice).
+fn strip_proxy_prefixes(mut s: &str) -> String {
+    while let Some(rest) = s.strip_prefix("failed to invoke method ") {
+        match rest.split_once(": ") {
+            Some((_, tail)) => s = tail,
+            None => break,
+        }
+    }
+    s.to_string()
 }
 
 #[cfg(test)]
@@ -147,11 +173,22 @@ mod tests {
     }
 
     #[test]
+    fn proxy_prefixes_are_stripped_from_the_detail() {
+        assert_eq!(
+            strip_proxy_prefixes(
+                "failed to invoke method OpenImage: failed to invoke method OpenImage: reading manifest x: manifest unknown"
+            ),
+            "reading manifest x: manifest unknown"
+        );
+    }
+
+    #[test]
     fn display_is_one_sentence_with_the_image() {
         let e = PullError {
             kind: PullErrorKind::NotFound,
             image: "r/os:9".into(),
             detail: "manifest unknown".into(),
+            chain: String::new(),
         };
         assert_eq!(
             e.to_string(),

@@ -424,15 +424,23 @@ async fn import_image(
         "fetching OS image layers"
     );
 
+    // ostree-ext writes each layer's ref as soon as that layer is imported, even when skopeo reports
+    // afterwards that the blob did not match its digest; a retry would then trust that layer. So a
+    // failed import forgets every layer it was fetching.
+    let fetching_refs: Vec<String> = prep
+        .all_layers()
+        .filter(|l| l.commit.is_none())
+        .map(|l| l.ostree_ref.clone())
+        .collect();
     let import = importer.import(prep);
     tokio::pin!(import);
-    let state = loop {
+    let imported: Result<Box<LayeredImageState>> = async { Ok(loop {
         tokio::select! {
-            result = &mut import => break result.map_err(as_pull_error)?,
+            result = &mut import => break result?,
             changed = byte_progress.changed() => {
                 if changed.is_err() {
                     // The importer dropped its end: it is finishing.
-                    break (&mut import).await.map_err(as_pull_error)?;
+                    break (&mut import).await?;
                 }
                 let update = byte_progress.borrow_and_update().as_ref().map(|p| FetchProgress {
                     image: image.to_string(),
@@ -453,6 +461,18 @@ async fn import_image(
                     }
                 }
             }
+        }
+    }) }
+    .await;
+    let state = match imported {
+        Ok(state) => state,
+        Err(e) => {
+            for r in &fetching_refs {
+                if let Err(err) = repo.set_ref_immediate(None, r, None, gio::Cancellable::NONE) {
+                    tracing::warn!(layer_ref = %r, error = %err, "could not drop a partially imported layer");
+                }
+            }
+            return Err(as_pull_error(e));
         }
     };
     let report = PrefetchReport {
