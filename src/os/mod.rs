@@ -252,6 +252,18 @@ pub trait OsBackend: Send + Sync {
     /// staged deployment already matches.
     fn stage(&self, change: &OsChange) -> impl Future<Output = Result<StageOutcome>> + Send;
 
+    /// Change only the kernel arguments: a new deployment of the base deployment's commit.
+    fn set_kernel_arguments(
+        &self,
+        kargs: &KargsChange,
+    ) -> impl Future<Output = Result<StageOutcome>> + Send {
+        let change = OsChange {
+            kargs: kargs.clone(),
+            ..Default::default()
+        };
+        async move { self.stage(&change).await }
+    }
+
     /// Remove images, layers and deployments nothing references any more (including a prefetched
     /// image that was never staged).
     fn cleanup(&self) -> impl Future<Output = Result<CleanupReport>> + Send;

@@ -77,3 +77,100 @@ async fn registry_with_auth_rejects_anonymous_pulls() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The `testbed` CLI as the demo and shell scripts use it.
+#[test]
+fn cli_builds_serves_pushes_and_creates_sysroots() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_testbed");
+    let dir = tempfile::tempdir()?;
+    let lab = dir.path().join("lab");
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(bin).args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "testbed {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let lab_s = lab.to_str().unwrap();
+    let base: serde_json::Value = serde_json::from_str(&run(&[
+        "build-base",
+        "--lab",
+        lab_s,
+        "--tag",
+        "base",
+        "--version",
+        "1.0",
+    ])?)?;
+    assert_eq!(base["version"], "1.0");
+    let derived: serde_json::Value = serde_json::from_str(&run(&[
+        "derive",
+        "--lab",
+        lab_s,
+        "--from",
+        "base",
+        "--to",
+        "v2",
+        "--file",
+        "usr/bin/htop=htop",
+        "--version",
+        "1.1",
+    ])?)?;
+    assert_eq!(derived["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(derived["layers"][0], base["layers"][0]);
+
+    let mut registry = Command::new(bin)
+        .args(["registry", "--dir"])
+        .arg(dir.path().join("registry"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut addr = String::new();
+    std::io::BufReader::new(registry.stdout.take().unwrap()).read_line(&mut addr)?;
+    let pushed = run(&[
+        "push",
+        "--lab",
+        lab_s,
+        "--tag",
+        "v2",
+        "--registry",
+        addr.trim(),
+    ]);
+    // SIGTERM lets it stop docker-registry on the way out.
+    terminate(registry.id());
+    let status = registry.wait()?;
+    let pushed = pushed?;
+    assert_eq!(
+        pushed.trim(),
+        format!(
+            "{}/os@{}",
+            addr.trim(),
+            derived["manifestDigest"].as_str().unwrap()
+        )
+    );
+    assert!(
+        status.success(),
+        "registry exits cleanly on SIGTERM: {status}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("registry/access.log"))?;
+    assert!(log.contains("PUT /v2/os/manifests/v2"), "{log}");
+
+    let sysroot = dir.path().join("sysroot");
+    assert_eq!(
+        run(&["sysroot", "--dir", sysroot.to_str().unwrap()])?.trim(),
+        sysroot.to_str().unwrap()
+    );
+    assert!(sysroot.join("ostree/deploy/default").is_dir());
+    Ok(())
+}
+
+/// SIGTERM to a process this test started.
+fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
