@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -62,14 +61,15 @@ pub struct StatusSpec {
 pub const STATUS_API_VERSION: &str = "machine-config-daemon.io/v1alpha1";
 pub const STATUS_KIND: &str = "NodeOSStatus";
 
-/// `status` from a synchronous caller (builds its own runtime; use [`status_document`] from async code).
-pub fn run_status(args: &StatusArgs) -> Result<ExitCode> {
+/// `status` from a synchronous caller: prints the document, returns the exit code (0).
+/// Builds its own runtime; from async code use [`status_document`] and [`render_status`].
+pub fn run_status(args: &StatusArgs) -> Result<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let doc = rt.block_on(status_document(args))?;
     print!("{}", render_status(&doc, args.output)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// Read the status through the selected backend.
