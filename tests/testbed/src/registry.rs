@@ -277,11 +277,21 @@ impl Registry {
         text.lines().map(parse_access_line).collect()
     }
 
-    /// Requests after `mark`.
+    /// Requests after `mark`. The registry logs a request after answering it, so this waits until the
+    /// log has stopped growing (up to 3 s) before reading it.
     pub fn access_log_since(&self, mark: LogMark) -> Result<Vec<AccessLogEntry>> {
-        // The registry writes a line after the response; give it a moment to land.
-        std::thread::sleep(Duration::from_millis(100));
-        Ok(self.access_log()?.into_iter().skip(mark.0).collect())
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut entries = self.access_log()?;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let again = self.access_log()?;
+            if again.len() == entries.len() || Instant::now() > deadline {
+                entries = again;
+                break;
+            }
+            entries = again;
+        }
+        Ok(entries.into_iter().skip(mark.0).collect())
     }
 
     pub fn dir(&self) -> &Path {
