@@ -133,9 +133,29 @@ async fn big_image(env: &Env, payload_mb: u64, runs: usize) -> Result<()> {
 
         let sysroot = SandboxSysroot::create("default")?;
         let backend = env.backend(&sysroot);
+        // When the first and the last layer bytes arrived, to split the prefetch into phases.
+        let marks: std::sync::Arc<std::sync::Mutex<(Option<Instant>, Option<Instant>)>> =
+            Default::default();
+        let sink = marks.clone();
+        let progress: machine_config_daemon::os::ProgressFn = std::sync::Arc::new(move |_p| {
+            let mut m = sink.lock().unwrap();
+            let now = Instant::now();
+            m.0.get_or_insert(now);
+            m.1 = Some(now);
+        });
         let started = Instant::now();
-        let report = backend.prefetch(&image, None).await?;
-        prefetch_times.push(started.elapsed());
+        let report = backend.prefetch(&image, Some(progress)).await?;
+        let ended = Instant::now();
+        prefetch_times.push(ended - started);
+        let (first, last) = *marks.lock().unwrap();
+        if let (Some(first), Some(last)) = (first, last) {
+            println!(
+                "  run {run}: prefetch phases: before first byte {}, streaming+import {}, after last byte {}",
+                secs(first - started),
+                secs(last - first),
+                secs(ended - last)
+            );
+        }
         anyhow::ensure!(report.bytes_fetched == big.total_layer_bytes());
 
         let started = Instant::now();
