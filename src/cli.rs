@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Show what an update from one MachineConfig to another would do, or why it cannot be done.
     Plan(PlanArgs),
+    /// Show the booted, staged and rollback OS deployments (image, digest, version, checksum, kargs).
+    Status(crate::os::StatusArgs),
 }
 
 /// Output format of a command.
@@ -88,6 +90,7 @@ where
     crate::logging::init_cli();
     let result = match cli.command {
         Command::Plan(args) => run_plan(&args),
+        Command::Status(args) => crate::os::run_status(&args).map_err(CliError::Failed),
     };
     match result {
         Ok(code) => ExitCode::from(code),

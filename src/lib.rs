@@ -7,5 +7,6 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod metrics;
+pub mod os;
 pub mod plan;
 pub mod systemd;

@@ -14,7 +14,7 @@ pub const API_VERSION: &str = "machineconfiguration.openshift.io/v1";
 pub const KIND: &str = "MachineConfig";
 
 /// `spec.kernelType`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KernelType {
     /// `default`, `""` or `throughput`.
     #[default]

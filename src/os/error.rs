@@ -1,0 +1,198 @@
+//! Classified image pull failures: the daemon retries some (unreachable) and reports others at once.
+
+use std::fmt;
+
+/// Why an image could not be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullErrorKind {
+    /// Connection refused, DNS, TLS or HTTP/HTTPS mismatch: worth retrying.
+    Unreachable,
+    /// The registry has no such repository, tag or digest.
+    NotFound,
+    /// Credentials missing or rejected.
+    Unauthorized,
+    /// A blob's content does not match its digest.
+    Corrupt,
+    /// The image has no `ostree.bootable` / `containers.bootc` label: it is not an OS image.
+    NotBootable,
+    /// Anything else (the detail says what).
+    Other,
+}
+
+/// An image pull failed; `Display` is one sentence for a node annotation, `detail` has the tool's words.
+#[derive(Debug, thiserror::Error)]
+pub struct PullError {
+    pub kind: PullErrorKind,
+    pub image: String,
+    pub detail: String,
+    /// The whole error chain from ostree-ext and skopeo, for logs.
+    pub chain: String,
+}
+
+impl fmt::Display for PullError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let image = &self.image;
+        let what = match self.kind {
+            PullErrorKind::Unreachable => "the registry cannot be reached",
+            PullErrorKind::NotFound => "the registry has no such image",
+            PullErrorKind::Unauthorized => {
+                "the registry rejected the pull secret (or none was found)"
+            }
+            PullErrorKind::Corrupt => "a downloaded layer does not match its digest",
+            PullErrorKind::NotBootable => {
+                "it is not a bootable OS image (no ostree.bootable label)"
+            }
+            PullErrorKind::Other => "the import failed",
+        };
+        write!(f, "Cannot pull OS image {image}: {what} ({})", self.detail)
+    }
+}
+
+impl PullError {
+    /// Classify an ostree-ext / skopeo error chain.
+    pub fn classify(image: &str, err: &anyhow::Error) -> Self {
+        let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+        let text = chain.join(": ");
+        let lower = text.to_lowercase();
+        // The chain element that explains the failure is the one the classifying words come from.
+        let mut matched: Option<&str> = None;
+        let mut has = |needles: &[&str]| {
+            let hit = needles.iter().find(|n| lower.contains(*n));
+            if let Some(n) = hit {
+                matched = chain
+                    .iter()
+                    .map(String::as_str)
+                    .find(|c| c.to_lowercase().contains(n));
+            }
+            hit.is_some()
+        };
+        let kind = if has(&["does not have ostree.bootable"]) {
+            PullErrorKind::NotBootable
+        } else if has(&[
+            "unauthorized",
+            "authentication required",
+            "denied",
+            "invalid username/password",
+        ]) {
+            PullErrorKind::Unauthorized
+        } else if has(&[
+            "manifest unknown",
+            "name unknown",
+            "blob unknown",
+            "not found",
+            "no such image",
+        ]) {
+            PullErrorKind::NotFound
+        } else if has(&[
+            "corrupted blob",
+            "digest mismatch",
+            "does not match",
+            "invalid digest",
+            "corrupt",
+            "unexpected eof",
+            "invalid gzip",
+        ]) {
+            PullErrorKind::Corrupt
+        } else if has(&[
+            "connection refused",
+            "no such host",
+            "i/o timeout",
+            "network is unreachable",
+            "server gave http response to https client",
+            "tls",
+            "dial tcp",
+        ]) {
+            PullErrorKind::Unreachable
+        } else {
+            PullErrorKind::Other
+        };
+        let detail = matched
+            .or(chain.last().map(String::as_str))
+            .unwrap_or_default();
+        let detail = strip_proxy_prefixes(detail.lines().next().unwrap_or_default().trim());
+        let detail = detail
+            .strip_prefix("proxy failure: ")
+            .map(strip_proxy_prefixes)
+            .unwrap_or(detail);
+        Self {
+            kind,
+            image: image.to_string(),
+            detail,
+            chain: text,
+        }
+    }
+}
+
+/// The image proxy wraps skopeo's words in `failed to invoke method OpenImage: ` (often twice).
+fn strip_proxy_prefixes(mut s: &str) -> String {
+    while let Some(rest) = s.strip_prefix("failed to invoke method ") {
+        match rest.split_once(": ") {
+            Some((_, tail)) => s = tail,
+            None => break,
+        }
+    }
+    s.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(msg: &str) -> PullErrorKind {
+        PullError::classify(
+            "r/os:1",
+            &anyhow::anyhow!(msg.to_string()).context("Importing"),
+        )
+        .kind
+    }
+
+    #[test]
+    fn classifies_skopeo_messages() {
+        assert_eq!(
+            classify(
+                "pinging container registry 127.0.0.1:1: Get \"https://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
+            ),
+            PullErrorKind::Unreachable
+        );
+        assert_eq!(
+            classify(
+                "reading manifest v9 in 127.0.0.1:5000/os: manifest unknown: manifest unknown"
+            ),
+            PullErrorKind::NotFound
+        );
+        assert_eq!(
+            classify(
+                "reading manifest v1 in 127.0.0.1:5000/os: unauthorized: authentication required"
+            ),
+            PullErrorKind::Unauthorized
+        );
+        assert_eq!(
+            classify("Target image does not have ostree.bootable label"),
+            PullErrorKind::NotBootable
+        );
+    }
+
+    #[test]
+    fn proxy_prefixes_are_stripped_from_the_detail() {
+        assert_eq!(
+            strip_proxy_prefixes(
+                "failed to invoke method OpenImage: failed to invoke method OpenImage: reading manifest x: manifest unknown"
+            ),
+            "reading manifest x: manifest unknown"
+        );
+    }
+
+    #[test]
+    fn display_is_one_sentence_with_the_image() {
+        let e = PullError {
+            kind: PullErrorKind::NotFound,
+            image: "r/os:9".into(),
+            detail: "manifest unknown".into(),
+            chain: String::new(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Cannot pull OS image r/os:9: the registry has no such image (manifest unknown)"
+        );
+    }
+}

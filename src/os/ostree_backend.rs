@@ -1,0 +1,770 @@
+//! The in-process backend: ostree-ext's `ImageImporter` pulls container images into the sysroot's repo,
+//! and the libostree sysroot API deploys (sandbox) or stages (booted host) them, with the origin
+//! `container-image-reference` that rpm-ostree and bootc also read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use fn_error_context::context;
+use ostree_ext::container::deploy::ORIGIN_CONTAINER;
+use ostree_ext::container::store::{self, ImageImporter, LayeredImageState, PrepareResult};
+use ostree_ext::container::{OstreeImageReference, Transport};
+use ostree_ext::glib;
+use ostree_ext::ostree::{self, gio};
+
+use super::error::PullError;
+use super::worker::run_on_ostree_thread;
+use super::{
+    CleanupReport, Deployment, FetchProgress, KernelType, OsBackend, OsChange, OsStatus,
+    PrefetchReport, ProgressFn, Role, StageOutcome, ostree_image_reference, pull, user_kargs,
+};
+use super::{RoleIndices, role_indices};
+
+/// Where the backend works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OstreeBackendOptions {
+    /// The sysroot: `/` on a host, a directory for a sandbox.
+    pub sysroot: PathBuf,
+    /// The node's `/`, where the pull secret and `etc/containers/registries.conf` are read.
+    pub node_root: PathBuf,
+    /// Stateroot for a sysroot with nothing deployed yet; otherwise the booted (or default) deployment's is used.
+    pub stateroot: String,
+}
+
+impl Default for OstreeBackendOptions {
+    fn default() -> Self {
+        Self {
+            sysroot: "/".into(),
+            node_root: "/".into(),
+            stateroot: "default".into(),
+        }
+    }
+}
+
+impl OstreeBackendOptions {
+    /// A sandbox sysroot with its own node root (tests, `--sysroot DIR`).
+    pub fn sandbox(sysroot: impl Into<PathBuf>, node_root: impl Into<PathBuf>) -> Self {
+        Self {
+            sysroot: sysroot.into(),
+            node_root: node_root.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A real booted host: writes need a private mount namespace with `/sysroot` remounted read-write.
+    fn is_booted_host(&self) -> bool {
+        self.sysroot == Path::new("/") && Path::new("/run/ostree-booted").exists()
+    }
+}
+
+/// Identifies one deployment across sysroot reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeploymentKey {
+    stateroot: String,
+    checksum: String,
+    serial: i32,
+}
+
+impl DeploymentKey {
+    fn of(d: &ostree::Deployment) -> Self {
+        Self {
+            stateroot: d.osname().to_string(),
+            checksum: d.csum().to_string(),
+            serial: d.deployserial(),
+        }
+    }
+}
+
+/// In-process ostree-ext backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OstreeBackend {
+    options: Arc<OstreeBackendOptions>,
+    /// Test only: the deployment treated as booted (see [`Self::test_only_treat_default_deployment_as_booted`]).
+    simulated_booted: Option<Arc<DeploymentKey>>,
+}
+
+impl OstreeBackend {
+    pub fn new(options: OstreeBackendOptions) -> Self {
+        Self {
+            options: Arc::new(options),
+            simulated_booted: None,
+        }
+    }
+
+    /// **Test only.** Treat the sysroot's current default deployment as the booted one, as if the sandbox
+    /// had just booted it. Deployments this backend makes afterwards are reported as `staged` (as on a
+    /// real host) until a new backend is created, which is how a test simulates the reboot.
+    /// With nothing deployed yet, nothing is booted.
+    pub async fn test_only_treat_default_deployment_as_booted(
+        options: OstreeBackendOptions,
+    ) -> Result<Self> {
+        let sysroot_path = options.sysroot.clone();
+        let key = run_on_ostree_thread("ostree-status", false, move || async move {
+            let sysroot = load_sysroot(&sysroot_path, false)?;
+            Ok(sysroot.deployments().first().map(DeploymentKey::of))
+        })
+        .await?;
+        tracing::warn!(
+            ?key,
+            "TEST ONLY: treating the sandbox's default deployment as booted"
+        );
+        Ok(Self {
+            options: Arc::new(options),
+            simulated_booted: key.map(Arc::new),
+        })
+    }
+
+    pub fn options(&self) -> &OstreeBackendOptions {
+        &self.options
+    }
+
+    fn writes_need_namespace(&self) -> bool {
+        self.options.is_booted_host()
+    }
+}
+
+impl OsBackend for OstreeBackend {
+    fn name(&self) -> &'static str {
+        "ostree"
+    }
+
+    async fn status(&self) -> Result<OsStatus> {
+        let options = self.options.clone();
+        let simulated = self.simulated_booted.clone();
+        run_on_ostree_thread("ostree-status", false, move || async move {
+            let sysroot = load_sysroot(&options.sysroot, false)?;
+            let view = SysrootView::new(&sysroot, simulated.as_deref());
+            view.status(&sysroot.repo())
+        })
+        .await
+    }
+
+    async fn prefetch(&self, image: &str, progress: Option<ProgressFn>) -> Result<PrefetchReport> {
+        let options = self.options.clone();
+        let image = image.to_string();
+        let ns = self.writes_need_namespace();
+        run_on_ostree_thread("ostree-prefetch", ns, move || async move {
+            let sysroot = load_sysroot(&options.sysroot, ns)?;
+            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
+            let (report, _) =
+                import_image(&sysroot.repo(), &image, &options.node_root, progress).await?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn stage(&self, change: &OsChange) -> Result<StageOutcome> {
+        refuse_package_changes(change)?;
+        let options = self.options.clone();
+        let simulated = self.simulated_booted.clone();
+        let change = change.clone();
+        let ns = self.writes_need_namespace();
+        run_on_ostree_thread("ostree-stage", ns, move || async move {
+            let sysroot = load_sysroot(&options.sysroot, ns)?;
+            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
+            stage_locked(&sysroot, &options, simulated.as_deref(), &change).await
+        })
+        .await
+    }
+
+    async fn cleanup(&self) -> Result<CleanupReport> {
+        let options = self.options.clone();
+        let ns = self.writes_need_namespace();
+        run_on_ostree_thread("ostree-cleanup", ns, move || async move {
+            let sysroot = load_sysroot(&options.sysroot, ns)?;
+            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
+            let locked = ostree_ext::sysroot::SysrootLock::from_assumed_locked(&sysroot);
+            let pruned = ostree_ext::container::deploy::prune(&locked)
+                .context("Pruning unreferenced images")?;
+            sysroot
+                .cleanup(gio::Cancellable::NONE)
+                .context("Cleaning up the sysroot")?;
+            let report = CleanupReport {
+                images_removed: pruned.n_images,
+                layers_removed: pruned.n_layers,
+                objects_removed: pruned.n_objects_pruned,
+                bytes_freed: pruned.objsize,
+            };
+            tracing::info!(?report, "cleaned up images and deployments");
+            Ok(report)
+        })
+        .await
+    }
+}
+
+/// kernelType and extensions mean layering RPMs onto the image: only rpm-ostree can do that.
+fn refuse_package_changes(change: &OsChange) -> Result<()> {
+    if let Some(kt) = change.kernel_type.filter(|k| *k != KernelType::Default) {
+        bail!(
+            "kernelType {kt} needs the rpm-ostree backend (RHCOS/FCOS hosts); the ostree backend cannot replace the kernel"
+        );
+    }
+    if let Some(ext) = change.extensions.as_ref().filter(|e| !e.is_empty()) {
+        bail!(
+            "Extensions ({}) need the rpm-ostree backend (RHCOS/FCOS hosts); the ostree backend cannot install packages",
+            ext.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[context("Loading ostree sysroot {}", path.display())]
+fn load_sysroot(path: &Path, mount_namespace: bool) -> Result<ostree::Sysroot> {
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
+    if mount_namespace {
+        // libostree then remounts /sysroot and /boot read-write itself when it needs to write.
+        sysroot.set_mount_namespace_in_use();
+    }
+    sysroot.load(gio::Cancellable::NONE)?;
+    Ok(sysroot)
+}
+
+/// The sysroot's exclusive lock (the one rpm-ostree, bootc and `ostree admin` take), released on drop.
+struct SysrootWriteLock(ostree::Sysroot);
+
+impl SysrootWriteLock {
+    async fn acquire(sysroot: &ostree::Sysroot) -> Result<Self> {
+        let mut waited = false;
+        loop {
+            if sysroot.try_lock().context("Locking the sysroot")? {
+                // Another writer may have changed it while we waited.
+                sysroot
+                    .load(gio::Cancellable::NONE)
+                    .context("Reloading the sysroot")?;
+                return Ok(Self(sysroot.clone()));
+            }
+            if !waited {
+                tracing::info!("waiting for the sysroot lock held by another ostree client");
+                waited = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Drop for SysrootWriteLock {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+/// The sysroot's deployments and which is which (with a simulated booted one in tests).
+struct SysrootView {
+    deployments: Vec<ostree::Deployment>,
+    roles: RoleIndices,
+    /// Booted for real (libostree found it through /run/ostree-booted and the `ostree=` karg).
+    really_booted: bool,
+}
+
+impl SysrootView {
+    fn new(sysroot: &ostree::Sysroot, simulated: Option<&DeploymentKey>) -> Self {
+        let deployments = sysroot.deployments();
+        let real_booted = sysroot.booted_deployment();
+        let flags: Vec<(bool, bool)> = match (simulated, &real_booted) {
+            (_, Some(b)) => deployments
+                .iter()
+                .map(|d| (d.equal(b), d.is_staged()))
+                .collect(),
+            (Some(key), None) => {
+                let booted_at = deployments
+                    .iter()
+                    .position(|d| DeploymentKey::of(d) == *key);
+                deployments
+                    .iter()
+                    .enumerate()
+                    // What this backend deployed in front of the simulated booted one is what would be staged.
+                    .map(|(i, _)| (Some(i) == booted_at, booted_at.is_some_and(|b| i < b)))
+                    .collect()
+            }
+            (None, None) => deployments.iter().map(|d| (false, d.is_staged())).collect(),
+        };
+        Self {
+            roles: role_indices(&flags),
+            deployments,
+            really_booted: real_booted.is_some(),
+        }
+    }
+
+    fn get(&self, i: Option<usize>) -> Option<&ostree::Deployment> {
+        i.and_then(|i| self.deployments.get(i))
+    }
+
+    fn status(&self, repo: &ostree::Repo) -> Result<OsStatus> {
+        let describe = |i| {
+            self.get(i)
+                .map(|d| describe_deployment(repo, d))
+                .transpose()
+        };
+        Ok(OsStatus {
+            booted: describe(self.roles.booted)?,
+            staged: describe(self.roles.staged)?,
+            pending: describe(self.roles.pending)?,
+            rollback: describe(self.roles.rollback)?,
+        })
+    }
+}
+
+/// Image reference, digest, version and kernel arguments of a deployment.
+fn describe_deployment(repo: &ostree::Repo, d: &ostree::Deployment) -> Result<Deployment> {
+    let checksum = d.csum().to_string();
+    let image_reference = d
+        .origin()
+        .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
+        .map(|s| s.to_string());
+    let image = image_reference
+        .as_deref()
+        .and_then(|r| OstreeImageReference::try_from(r).ok())
+        .map(|r| pull_spec(&r));
+    let (image_digest, version) = match store::query_image_commit(repo, &checksum) {
+        Ok(state) => (
+            Some(state.manifest_digest.to_string()),
+            state.version().map(str::to_string),
+        ),
+        // Not a container image commit (e.g. deployed from a plain ostree ref).
+        Err(_) => (None, commit_version(repo, &checksum)),
+    };
+    let kernel_arguments = d
+        .bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| user_kargs(&o))
+        .unwrap_or_default();
+    Ok(Deployment {
+        stateroot: d.osname().to_string(),
+        checksum,
+        serial: d.deployserial(),
+        image,
+        image_reference,
+        image_digest,
+        version,
+        kernel_arguments,
+        requested_packages: Vec::new(),
+    })
+}
+
+fn commit_version(repo: &ostree::Repo, checksum: &str) -> Option<String> {
+    let (commit, _) = repo.load_commit(checksum).ok()?;
+    let meta = glib::VariantDict::new(Some(&commit.child_value(0)));
+    meta.lookup::<String>("version").ok().flatten()
+}
+
+/// The `osImageURL` form: registry images without transport, others with it.
+fn pull_spec(r: &OstreeImageReference) -> String {
+    match r.imgref.transport {
+        Transport::Registry => r.imgref.name.clone(),
+        _ => r.imgref.to_string(),
+    }
+}
+
+fn parse_image(image: &str) -> Result<OstreeImageReference> {
+    let full = ostree_image_reference(image);
+    OstreeImageReference::try_from(full.as_str())
+        .with_context(|| format!("Invalid OS image reference {image:?}"))
+}
+
+/// Pull every missing layer of `image` into `repo` (ostree-ext `ImageImporter`), reporting byte progress.
+async fn import_image(
+    repo: &ostree::Repo,
+    image: &str,
+    node_root: &Path,
+    progress: Option<ProgressFn>,
+) -> Result<(PrefetchReport, Box<LayeredImageState>)> {
+    let imgref = parse_image(image)?;
+    let as_pull_error = |e: anyhow::Error| anyhow::Error::new(PullError::classify(image, &e));
+    let config = pull::proxy_config(node_root)?;
+    let started = std::time::Instant::now();
+    let mut importer = ImageImporter::new(repo, &imgref, config)
+        .await
+        .map_err(as_pull_error)?;
+    importer.require_bootable();
+    let mut byte_progress = importer.request_layer_progress();
+    let prep = match importer.prepare().await.map_err(as_pull_error)? {
+        PrepareResult::AlreadyPresent(state) => {
+            let report = PrefetchReport {
+                image: image.to_string(),
+                image_digest: state.manifest_digest.to_string(),
+                version: state.version().map(str::to_string),
+                already_present: true,
+                layers_total: state.manifest.layers().len(),
+                layers_fetched: 0,
+                layers_present: state.manifest.layers().len(),
+                bytes_fetched: 0,
+                bytes_total: state.manifest.layers().iter().map(|l| l.size()).sum(),
+            };
+            tracing::info!(image, digest = %report.image_digest, "image already in the repo");
+            return Ok((report, state));
+        }
+        PrepareResult::Ready(prep) => prep,
+    };
+    let layer_digests: Vec<String> = prep
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| l.digest().to_string())
+        .collect();
+    let (mut layers_fetched, mut layers_present, mut bytes_fetched, mut bytes_total) =
+        (0, 0, 0u64, 0u64);
+    for layer in prep.all_layers() {
+        let size = layer.layer().size();
+        bytes_total += size;
+        if layer.commit.is_some() {
+            layers_present += 1;
+        } else {
+            layers_fetched += 1;
+            bytes_fetched += size;
+        }
+    }
+    tracing::info!(
+        image,
+        digest = %prep.manifest_digest,
+        layers_fetched,
+        layers_present,
+        bytes_to_fetch = bytes_fetched,
+        "fetching OS image layers"
+    );
+
+    // ostree-ext writes each layer's ref as soon as that layer is imported, even when skopeo reports
+    // afterwards that the blob did not match its digest; a retry would then trust that layer. So a
+    // failed import forgets every layer it was fetching.
+    let fetching_refs: Vec<String> = prep
+        .all_layers()
+        .filter(|l| l.commit.is_none())
+        .map(|l| l.ostree_ref.clone())
+        .collect();
+    let import = importer.import(prep);
+    tokio::pin!(import);
+    let imported: Result<Box<LayeredImageState>> = async { Ok(loop {
+        tokio::select! {
+            result = &mut import => break result?,
+            changed = byte_progress.changed() => {
+                if changed.is_err() {
+                    // The importer dropped its end: it is finishing.
+                    break (&mut import).await?;
+                }
+                let update = byte_progress.borrow_and_update().as_ref().map(|p| FetchProgress {
+                    image: image.to_string(),
+                    layer_index: p.layer_index,
+                    layer_digest: layer_digests.get(p.layer_index).cloned().unwrap_or_default(),
+                    // ostree-ext's read counter can end a byte past the blob size; never report more than the layer.
+                    fetched: p.fetched.min(p.total),
+                    total: p.total,
+                });
+                if let Some(p) = update {
+                    if p.fetched >= p.total {
+                        tracing::info!(image, layer = %p.layer_digest, bytes = p.total, "layer fetched");
+                    } else {
+                        tracing::debug!(image, layer = %p.layer_digest, fetched = p.fetched, total = p.total, "fetching layer");
+                    }
+                    if let Some(cb) = &progress {
+                        cb(&p);
+                    }
+                }
+            }
+        }
+    }) }
+    .await;
+    let state = match imported {
+        Ok(state) => state,
+        Err(e) => {
+            for r in &fetching_refs {
+                if let Err(err) = repo.set_ref_immediate(None, r, None, gio::Cancellable::NONE) {
+                    tracing::warn!(layer_ref = %r, error = %err, "could not drop a partially imported layer");
+                }
+            }
+            return Err(as_pull_error(e));
+        }
+    };
+    let report = PrefetchReport {
+        image: image.to_string(),
+        image_digest: state.manifest_digest.to_string(),
+        version: state.version().map(str::to_string),
+        already_present: false,
+        layers_total: layer_digests.len(),
+        layers_fetched,
+        layers_present,
+        bytes_fetched,
+        bytes_total,
+    };
+    tracing::info!(image, digest = %report.image_digest, bytes_fetched, elapsed_ms = started.elapsed().as_millis() as u64, "OS image imported");
+    Ok((report, state))
+}
+
+/// What a stage would deploy.
+struct Target {
+    commit: String,
+    digest: Option<String>,
+    origin: glib::KeyFile,
+    kargs: Vec<String>,
+}
+
+impl Target {
+    fn matches(&self, d: &Deployment) -> bool {
+        let same_content = match (&self.digest, &d.image_digest) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.commit == d.checksum,
+        };
+        same_content && self.kargs == d.kernel_arguments
+    }
+}
+
+async fn stage_locked(
+    sysroot: &ostree::Sysroot,
+    options: &OstreeBackendOptions,
+    simulated: Option<&DeploymentKey>,
+    change: &OsChange,
+) -> Result<StageOutcome> {
+    let repo = sysroot.repo();
+    let view = SysrootView::new(sysroot, simulated);
+    let status = view.status(&repo)?;
+    let base_index = view.roles.booted.or(view.roles.pending);
+    let base = status.base().cloned();
+    let stateroot = base
+        .as_ref()
+        .map(|b| b.stateroot.clone())
+        .unwrap_or_else(|| options.stateroot.clone());
+    let kargs = match &base {
+        Some(b) => crate::plan::kargs::apply(&b.kernel_arguments, &change.kargs),
+        None => change.kargs.add.clone(),
+    };
+
+    let target = match &change.image {
+        Some(image) => {
+            let imgref = parse_image(image)?;
+            let state = match store::query_image(&repo, &imgref.imgref)
+                .context("Looking up the prefetched image")?
+            {
+                Some(state) => state,
+                None => {
+                    tracing::info!(image, "image not prefetched; pulling it now");
+                    import_image(&repo, image, &options.node_root, None)
+                        .await?
+                        .1
+                }
+            };
+            let origin = glib::KeyFile::new();
+            origin.set_string("origin", ORIGIN_CONTAINER, &imgref.to_string());
+            Target {
+                commit: state.merge_commit.clone(),
+                digest: Some(state.manifest_digest.to_string()),
+                origin,
+                kargs,
+            }
+        }
+        None => {
+            let (Some(b), Some(d)) = (&base, view.get(base_index)) else {
+                bail!(
+                    "Cannot change kernel arguments: nothing is deployed yet and no OS image was given"
+                );
+            };
+            let origin = d
+                .origin()
+                .ok_or_else(|| anyhow!("Deployment {} has no origin", b.id()))?;
+            Target {
+                commit: b.checksum.clone(),
+                digest: b.image_digest.clone(),
+                origin,
+                kargs,
+            }
+        }
+    };
+
+    if let Some(staged) = status.staged.as_ref().filter(|d| target.matches(d)) {
+        tracing::info!(deployment = %staged.id(), "the staged deployment already has this image and kernel arguments");
+        return Ok(StageOutcome::Unchanged(Role::Staged, staged.clone()));
+    }
+    if let Some(booted) = status.booted.as_ref().filter(|d| target.matches(d)) {
+        if status.staged.is_some() {
+            // Booting the current system again means dropping what was staged for the next boot.
+            let keep: Vec<ostree::Deployment> = view
+                .deployments
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    Some(*i) != view.roles.staged && view.roles.booted.is_none_or(|b| *i >= b)
+                })
+                .map(|(_, d)| d.clone())
+                .collect();
+            sysroot
+                .write_deployments(&keep, gio::Cancellable::NONE)
+                .context("Removing the staged deployment")?;
+            tracing::info!("removed the staged deployment: the booted one already matches");
+        }
+        return Ok(StageOutcome::Unchanged(Role::Booted, booted.clone()));
+    }
+    if status.booted.is_none() {
+        if let Some(pending) = status.pending.as_ref().filter(|d| target.matches(d)) {
+            return Ok(StageOutcome::Unchanged(Role::Pending, pending.clone()));
+        }
+    }
+
+    let merge = view
+        .get(base_index)
+        .cloned()
+        .or_else(|| sysroot.merge_deployment(Some(&stateroot)));
+    let kargs_refs: Vec<&str> = target.kargs.iter().map(String::as_str).collect();
+    let opts = ostree::SysrootDeployTreeOpts {
+        override_kernel_argv: Some(&kargs_refs),
+        ..Default::default()
+    };
+    let cancellable = gio::Cancellable::NONE;
+    let new = if view.really_booted {
+        // Finalized at shutdown by ostree-finalize-staged.service.
+        sysroot
+            .stage_tree_with_options(
+                Some(&stateroot),
+                &target.commit,
+                Some(&target.origin),
+                merge.as_ref(),
+                &opts,
+                cancellable,
+            )
+            .context("Staging the deployment")?
+    } else {
+        let new = sysroot
+            .deploy_tree_with_options(
+                Some(&stateroot),
+                &target.commit,
+                Some(&target.origin),
+                merge.as_ref(),
+                Some(&opts),
+                cancellable,
+            )
+            .context("Deploying")?;
+        match view.get(view.roles.booted) {
+            // Simulated boot: the new one goes in front of the "booted" one and its rollback, replacing
+            // whatever was "staged" before, as staging does on a host.
+            Some(booted) => {
+                let mut list = vec![new.clone(), booted.clone()];
+                list.extend(view.get(view.roles.rollback).cloned());
+                sysroot
+                    .write_deployments(&list, cancellable)
+                    .context("Writing the deployments")?;
+            }
+            None => {
+                sysroot
+                    .simple_write_deployment(
+                        Some(&stateroot),
+                        &new,
+                        merge.as_ref(),
+                        ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+                        cancellable,
+                    )
+                    .context("Writing the deployments")?;
+            }
+        }
+        sysroot
+            .cleanup(cancellable)
+            .context("Cleaning up old deployments")?;
+        new
+    };
+    let mut deployment = describe_deployment(&repo, &new)?;
+    // A freshly made deployment object may not carry its boot config yet; it was given these.
+    if deployment.kernel_arguments.is_empty() {
+        deployment.kernel_arguments = target.kargs.clone();
+    }
+    tracing::info!(
+        deployment = %deployment.id(),
+        image = deployment.image.as_deref().unwrap_or("-"),
+        digest = deployment.image_digest.as_deref().unwrap_or("-"),
+        kargs = %deployment.kernel_arguments.join(" "),
+        staged = view.really_booted,
+        "new deployment for the next boot"
+    );
+    Ok(StageOutcome::Staged(deployment))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_default_is_pending_and_next_is_rollback() {
+        let r = role_indices(&[(false, false), (false, false)]);
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: None,
+                staged: None,
+                pending: Some(0),
+                rollback: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn booted_host_with_staged_deployment() {
+        // [staged, booted, rollback]
+        let r = role_indices(&[(false, true), (true, false), (false, false)]);
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: Some(1),
+                staged: Some(0),
+                pending: None,
+                rollback: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn booted_host_without_changes() {
+        let r = role_indices(&[(true, false), (false, false)]);
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: Some(0),
+                staged: None,
+                pending: None,
+                rollback: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn deployed_without_staging_on_a_booted_host_is_pending() {
+        let r = role_indices(&[(false, false), (true, false), (false, false)]);
+        assert_eq!(
+            r,
+            RoleIndices {
+                booted: Some(1),
+                staged: None,
+                pending: Some(0),
+                rollback: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn empty_sysroot_has_no_roles() {
+        assert_eq!(role_indices(&[]), RoleIndices::default());
+    }
+
+    #[test]
+    fn package_changes_name_the_backend_that_can_do_them() {
+        let rt = OsChange {
+            kernel_type: Some(KernelType::Realtime),
+            ..Default::default()
+        };
+        let err = refuse_package_changes(&rt).unwrap_err().to_string();
+        assert!(
+            err.contains("realtime") && err.contains("rpm-ostree backend"),
+            "{err}"
+        );
+        let ext = OsChange {
+            extensions: Some(vec!["usbguard".into()]),
+            ..Default::default()
+        };
+        let err = refuse_package_changes(&ext).unwrap_err().to_string();
+        assert!(
+            err.contains("usbguard") && err.contains("rpm-ostree backend"),
+            "{err}"
+        );
+        let default = OsChange {
+            kernel_type: Some(KernelType::Default),
+            extensions: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(refuse_package_changes(&default).is_ok());
+    }
+}
