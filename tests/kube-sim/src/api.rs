@@ -179,6 +179,9 @@ impl Core {
         } else {
             order_builtin(obj);
         }
+        if rt.kind == "Pod" {
+            normalize_pod_conditions(obj);
+        }
     }
 
     // ----------------------------------------------------------------------------- reads
@@ -243,7 +246,13 @@ impl Core {
             } else {
                 snapshot_rv = rv as u64;
             }
-            start_after = Some(start.trim_end_matches('\u{0}').to_string());
+            // The real server's keys are relative to the resource prefix and may start with '/'.
+            start_after = Some(
+                start
+                    .trim_end_matches('\u{0}')
+                    .trim_start_matches('/')
+                    .to_string(),
+            );
         } else if let (Some(rv), Some("Exact")) = (rv_param, rv_match) {
             let rv: u64 = rv
                 .parse()
@@ -924,7 +933,10 @@ impl Core {
             // Record the create as this manager's Apply.
             let mut state = self.lock();
             if let Some(mut obj) = state.get(&t.rt.storage, &t.key()).cloned() {
-                if let Some(mf) = obj["metadata"]["managedFields"].as_array_mut() {
+                if let Some(mf) = obj
+                    .pointer_mut("/metadata/managedFields")
+                    .and_then(Value::as_array_mut)
+                {
                     mf.clear();
                 }
                 let set = managed::request_set(&applied, false);
@@ -962,7 +974,7 @@ impl Core {
             managed::remove_fields(&mut live, &dropped);
         }
         let mut body = config.clone();
-        if let Some(meta) = body["metadata"].as_object_mut() {
+        if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.retain(|k, _| {
                 matches!(
                     k.as_str(),
@@ -1223,6 +1235,41 @@ impl Core {
     }
 }
 
+/// Pod conditions serialise `lastProbeTime` even when unset (as null), in Go struct order.
+pub fn normalize_pod_conditions(pod: &mut Value) {
+    let Some(conds) = pod
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for c in conds.iter_mut() {
+        let Some(m) = c.as_object_mut() else { continue };
+        let mut out = Map::new();
+        for k in [
+            "type",
+            "status",
+            "observedGeneration",
+            "lastProbeTime",
+            "lastTransitionTime",
+            "reason",
+            "message",
+        ] {
+            match m.shift_remove(k) {
+                Some(v) => {
+                    out.insert(k.into(), v);
+                }
+                None if k == "lastProbeTime" => {
+                    out.insert(k.into(), Value::Null);
+                }
+                None => {}
+            }
+        }
+        out.extend(std::mem::take(m));
+        *m = out;
+    }
+}
+
 /// Start (or finish) a pod's deletion with the effective grace period.
 fn pod_delete(state: &mut State, pod: Value, grace: Option<i64>) -> Value {
     let phase = pod["status"]["phase"].as_str().unwrap_or_default();
@@ -1335,10 +1382,16 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
             "invalid continue token: continue key is not valid: {detail}"
         ))
     };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
-        .map_err(|_| bad("illegal base64 data".into()))?;
+    // Like Go's RawURLEncoding: lenient about trailing bits.
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let raw = lenient
+        .decode(token)
+        .map_err(|_| bad("illegal base64 data at input byte 0".into()))?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| {
         let first = raw.first().copied().unwrap_or(b' ');
         let ch = char::from_u32(first as u32).unwrap_or(' ');

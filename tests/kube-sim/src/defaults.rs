@@ -30,7 +30,7 @@ pub fn generated_name(prefix: &str) -> String {
 }
 
 fn default_pod_spec(spec: &mut Value) {
-    if let Some(containers) = spec["containers"].as_array_mut() {
+    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
         for c in containers {
             let m = c.as_object_mut().expect("container");
             set_default(m, "resources", json!({}));
@@ -84,7 +84,7 @@ fn default_pod(pod: &mut Value) {
             }
         }
         *spec = Value::Object(reordered);
-        if let Some(containers) = spec["containers"].as_array_mut() {
+        if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
             for c in containers {
                 let mut mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
                 mounts.push(json!({"name": vol_name, "readOnly": true,
