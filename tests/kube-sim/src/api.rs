@@ -120,6 +120,9 @@ impl JsonReply {
 
 pub type ApiResult = Result<JsonReply, ApiError>;
 
+/// Listed objects (rendered), the list RV, and the continue token + remaining count if paginated.
+pub type Selection = (Vec<Value>, u64, Option<(String, i64)>);
+
 /// A Go-like JSON decode error message (what `encoding/json` would say).
 pub fn go_json_error(body: &[u8], err: &serde_json::Error) -> String {
     if err.is_eof() {
@@ -195,11 +198,7 @@ impl Core {
     }
 
     /// Objects matching the list request's selectors, in key order, plus the list RV.
-    pub fn select(
-        &self,
-        t: &Target,
-        req: &Request,
-    ) -> Result<(Vec<Value>, u64, Option<(String, i64)>), ApiError> {
+    pub fn select(&self, t: &Target, req: &Request) -> Result<Selection, ApiError> {
         let label_sel = req
             .q("labelSelector")
             .map(LabelSelector::parse)
@@ -376,10 +375,7 @@ impl Core {
         if (!kind.is_empty() && kind != t.rt.kind)
             || (!api_version.is_empty() && api_version != t.rt.api_version())
         {
-            let (grp, ver) = match api_version.split_once('/') {
-                Some((g, v)) => (g, v),
-                None => ("", api_version),
-            };
+            let ver = api_version.split_once('/').map_or(api_version, |(_, v)| v);
             let internal_group = if t.rt.group.is_empty() {
                 "core".to_string()
             } else {
@@ -387,13 +383,7 @@ impl Core {
             };
             return Err(ApiError::bad_request(format!(
                 "{kind} in version \"{ver}\" cannot be handled as a {}: converting ({}.{kind}) to ({internal_group}.{}): unknown conversion",
-                t.rt.kind,
-                if grp.is_empty() {
-                    ver.to_string()
-                } else {
-                    format!("{ver}")
-                },
-                t.rt.kind
+                t.rt.kind, ver, t.rt.kind
             )));
         }
         Ok(body)

@@ -32,6 +32,15 @@ pub fn field_set(v: &Value, dot_maps: bool) -> Value {
     Value::Object(out)
 }
 
+/// A whole object's set: `metadata` always exists, so it is never marked owned itself.
+pub fn object_set(v: &Value, dot_maps: bool) -> Value {
+    let mut s = field_set(v, dot_maps);
+    if let Some(meta) = s.get_mut("f:metadata").and_then(Value::as_object_mut) {
+        meta.shift_remove(".");
+    }
+    s
+}
+
 fn child_set(field: &str, child: &Value, dot_maps: bool) -> Value {
     match child {
         Value::Object(m) if !m.is_empty() => {
@@ -299,7 +308,7 @@ pub fn request_set(body: &Value, dot_maps: bool) -> Value {
         }
     }
     drop_empty(&mut trimmed);
-    field_set(&trimmed, dot_maps)
+    object_set(&trimmed, dot_maps)
 }
 
 fn drop_empty(v: &mut Value) {
@@ -307,9 +316,7 @@ fn drop_empty(v: &mut Value) {
         for child in m.values_mut() {
             drop_empty(child);
         }
-        m.retain(|_, c| {
-            !(c.is_object() && c.as_object().is_some_and(|x| x.is_empty())) && !c.is_null()
-        });
+        m.retain(|_, c| !(c.is_null() || c.as_object().is_some_and(|x| x.is_empty())));
     }
 }
 

@@ -175,13 +175,8 @@ fn is_ignored(path: &[String], ignore: &[Vec<String>]) -> bool {
         .any(|pat| pat.len() == path.len() && pat.iter().zip(path).all(|(a, b)| a == "*" || a == b))
 }
 
-fn digits_to_n(s: &str) -> String {
-    let re = regex_lite(s);
-    re
-}
-
 /// Replace runs of digits by `N` (numbers inside messages are volatile).
-fn regex_lite(s: &str) -> String {
+fn digits_to_n(s: &str) -> String {
     let mut out = String::new();
     let mut in_digits = false;
     for c in s.chars() {
