@@ -48,6 +48,10 @@ pub async fn config(credentials: &Credentials) -> Result<kube::Config> {
             "the kubeconfig disables TLS verification (insecure-skip-tls-verify), which this daemon refuses"
         );
     }
+    let mut config = config;
+    // kube-rs would retry every 429 itself (up to 15 times); for an eviction a 429 is the PDB's
+    // answer, which the drain loop must see. `KubeCluster` retries transient errors itself.
+    config.default_retry = false;
     Ok(config)
 }
 

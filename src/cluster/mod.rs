@@ -119,3 +119,6 @@ pub trait Cluster: Send + Sync {
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "machine-config-daemon";
+
+#[cfg(test)]
+mod sim_tests;
