@@ -604,23 +604,21 @@ async fn someone_elses_cordon_is_left_in_place() {
 }
 
 /// A stand-in for the MCO drain controller: copies desiredDrain into lastAppliedDrain.
-fn fake_controller(sim: &KubeSim, delay: Duration) -> impl std::future::Future<Output = ()> + '_ {
-    async move {
-        loop {
-            tokio::time::sleep(delay).await;
-            let node = sim.get_object("v1", "Node", None, "node1").unwrap();
-            let ann = &node["metadata"]["annotations"];
-            if let Some(want) = ann[annotations::DESIRED_DRAIN].as_str() {
-                if ann[LAST_APPLIED_DRAIN].as_str() != Some(want) {
-                    sim.merge_patch_object(
-                        "v1",
-                        "Node",
-                        None,
-                        "node1",
-                        &json!({"metadata": {"annotations": {LAST_APPLIED_DRAIN: want}}}),
-                    )
-                    .unwrap();
-                }
+async fn fake_controller(sim: &KubeSim, delay: Duration) {
+    loop {
+        tokio::time::sleep(delay).await;
+        let node = sim.get_object("v1", "Node", None, "node1").unwrap();
+        let ann = &node["metadata"]["annotations"];
+        if let Some(want) = ann[annotations::DESIRED_DRAIN].as_str() {
+            if ann[LAST_APPLIED_DRAIN].as_str() != Some(want) {
+                sim.merge_patch_object(
+                    "v1",
+                    "Node",
+                    None,
+                    "node1",
+                    &json!({"metadata": {"annotations": {LAST_APPLIED_DRAIN: want}}}),
+                )
+                .unwrap();
             }
         }
     }
