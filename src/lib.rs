@@ -3,6 +3,7 @@
 //! Data flows one way: observe → [`plan`] (pure) → execute (side effects behind small traits) → report.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod logging;
