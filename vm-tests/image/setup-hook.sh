@@ -9,3 +9,23 @@ hostonly="no"
 drivers+=" virtio_pci virtio_blk virtio_console virtio_net ext4 overlay "
 compress="gzip"
 CONF
+
+# Drivers udev would load for QEMU's emulated legacy hardware (floppy, IDE, PC speaker, SMBus) or for
+# CPU features (kvm): none is used, and each costs boot time under software emulation. Written here
+# so the initramfs carries the same list.
+mkdir -p "$root/etc/modprobe.d"
+cat > "$root/etc/modprobe.d/vmtest-blacklist.conf" <<'CONF'
+blacklist floppy
+blacklist pcspkr
+blacklist kvm
+blacklist kvm_amd
+blacklist kvm_intel
+blacklist powernow_k8
+blacklist i2c_piix4
+blacklist ata_piix
+blacklist pata_acpi
+blacklist ata_generic
+blacklist psmouse
+blacklist serio_raw
+blacklist joydev
+CONF

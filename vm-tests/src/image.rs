@@ -145,9 +145,18 @@ fn repo_has_commit(repo: &Path, commit: &str) -> bool {
         .is_ok()
 }
 
-/// Remove `dir` if it exists.
-fn remove_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
+/// Remove `dir` if it exists. ostree marks deployment roots immutable (`chattr +i`), so a sysroot
+/// needs the flag cleared before it can go.
+pub fn remove_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if fs::remove_dir_all(dir).is_err() {
+        Command::new("chattr")
+            .args(["-R", "-f", "-i"])
+            .arg(dir)
+            .status()
+            .context("Running chattr -R -i")?;
         fs::remove_dir_all(dir).with_context(|| format!("Removing {}", dir.display()))?;
     }
     Ok(())
@@ -365,6 +374,7 @@ pub fn ensure_image(
 
     let sysroot = partial.join("sysroot");
     let repo = sysroot.join("ostree/repo");
+    fs::create_dir_all(&sysroot)?;
     Command::new("ostree")
         .args(["admin", "init-fs"])
         .arg(&sysroot)

@@ -1,5 +1,6 @@
 //! `vm-tests`: build the guest images and run the VM scenarios. See `vm-tests/README.md`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -137,6 +138,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .compact()
         .init();
     match run(Cli::parse()) {

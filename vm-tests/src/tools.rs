@@ -39,6 +39,11 @@ pub const REQUIRED: &[Tool] = &[
         purpose: "writes the disk image",
     },
     Tool {
+        program: "chattr",
+        package: "e2fsprogs",
+        purpose: "clears ostree's immutable flag when removing old builds",
+    },
+    Tool {
         program: "ostree",
         package: "ostree",
         purpose: "commits and deploys the guest OS",

@@ -26,6 +26,8 @@ use crate::qemu::{self, GuestForward, QemuSpec};
 use crate::serial::{self, Ready};
 
 const POLL: Duration = Duration::from_millis(200);
+/// The guest agent polls every 0.2 s; a command it has not started after this long never will be.
+const PICKUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a VM is run.
 #[derive(Debug, Clone)]
@@ -42,6 +44,9 @@ pub struct VmConfig {
     pub forwards: Vec<GuestForward>,
     /// Appended to the boot entry's options on every boot.
     pub extra_kargs: Vec<String>,
+    /// Full kernel and systemd output on the console. Off by default (`quiet`): under emulation
+    /// every console byte costs time. `VMTEST_VERBOSE_CONSOLE=1` turns it on.
+    pub verbose_console: bool,
 }
 
 impl Default for VmConfig {
@@ -54,6 +59,7 @@ impl Default for VmConfig {
             command_timeout: Duration::from_secs(600),
             forwards: Vec::new(),
             extra_kargs: Vec::new(),
+            verbose_console: std::env::var_os("VMTEST_VERBOSE_CONSOLE").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -94,6 +100,10 @@ pub enum VmError {
         expected: Exit,
         actual: Exit,
     },
+    #[error(
+        "the guest agent did not pick up command {id} within {secs} s (is vmtest-agent.service running?)"
+    )]
+    CommandNotPickedUp { id: String, secs: u64 },
     #[error("command {id} did not finish within {secs} s")]
     CommandTimeout { id: String, secs: u64 },
     #[error("the VM went down ({exit:?}) while command {id} was running")]
@@ -226,6 +236,9 @@ impl Vm {
         disk.dump(&BootEntry::path_on_root(&entry.linux), &kernel)?;
         disk.dump(&BootEntry::path_on_root(&entry.initrd), &initrd)?;
         let mut append = format!("{} vmtest.boot={number}", entry.options);
+        if !self.config.verbose_console {
+            append.push_str(" quiet");
+        }
         for karg in &self.config.extra_kargs {
             append.push(' ');
             append.push_str(karg);
@@ -482,7 +495,9 @@ impl Vm {
         let id = self.send(script)?;
         let dir = self.cmd_dir();
         let rc_path = dir.join(format!("{id}.rc"));
-        let deadline = Instant::now() + self.config.command_timeout;
+        let started_path = dir.join(format!("{id}.started"));
+        let sent = Instant::now();
+        let deadline = sent + self.config.command_timeout;
         loop {
             if let Ok(rc) = fs::read_to_string(&rc_path) {
                 let status = rc.trim().parse().with_context(|| {
@@ -499,6 +514,13 @@ impl Vm {
             }
             if let Some(exit) = self.reap()? {
                 return Err(VmError::CommandInterrupted { id, exit }.into());
+            }
+            if sent.elapsed() >= PICKUP_TIMEOUT && !started_path.exists() {
+                return Err(VmError::CommandNotPickedUp {
+                    id,
+                    secs: PICKUP_TIMEOUT.as_secs(),
+                }
+                .into());
             }
             if Instant::now() >= deadline {
                 return Err(VmError::CommandTimeout {
