@@ -18,7 +18,12 @@ CONF
 chroot "$root" systemctl enable systemd-networkd.service
 # Nothing in the guest may try to reach the outside or wake up on its own during a test.
 chroot "$root" systemctl mask systemd-networkd-wait-online.service \
-  apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer
+  apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer
+# No logins on the console (it is a file on the host); keeps the console free for markers.
+chroot "$root" systemctl mask getty.target
+# Modules systemd preloads "just in case" (each is a process and a module load under emulation).
+chroot "$root" systemctl mask modprobe@drm.service modprobe@efi_pstore.service \
+  modprobe@dm_mod.service modprobe@loop.service
 echo vmtest > "$root/etc/hostname"
 # The console is a file on the host and the VM has no inbound network: no password needed.
 chroot "$root" passwd -d root >/dev/null

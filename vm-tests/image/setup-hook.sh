@@ -8,6 +8,9 @@ cat > "$root/etc/dracut.conf.d/10-vmtest.conf" <<'CONF'
 hostonly="no"
 drivers+=" virtio_pci virtio_blk virtio_console virtio_net ext4 overlay "
 compress="gzip"
+# Storage stacks, crypto and network boot never happen here; each module adds hooks and early-boot
+# work that is slow under software emulation.
+omit_dracutmodules+=" dm dmraid lvm mdraid crypt multipath nvdimm virtiofs i18n resume bcache btrfs lunmask qemu-net network network-legacy nfs iscsi nbd fcoe fcoe-uefi plymouth "
 CONF
 
 # Drivers udev would load for QEMU's emulated legacy hardware (floppy, IDE, PC speaker, SMBus) or for

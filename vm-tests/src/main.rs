@@ -12,6 +12,7 @@ use vm_tests::image::{self, BaseRecipe, ImageSpec};
 use vm_tests::overlay::Overlay;
 use vm_tests::scenarios::{self, Suite};
 use vm_tests::tools;
+use vm_tests::vm::{Vm, VmConfig};
 use vm_tests::workspace::Workspace;
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,14 @@ enum Cmd {
     Base {
         #[arg(long)]
         rebuild: bool,
+    },
+    /// Boot an image (default: the smoke image), run shell commands in the guest, print their
+    /// output and power off. For looking around: `vm-tests probe 'systemd-analyze blame'`.
+    Probe {
+        #[arg(long, default_value = "smoke")]
+        name: String,
+        /// Bash snippets run one after another in the guest.
+        commands: Vec<String>,
     },
     /// Build (or reuse) a disk image with extra overlay trees (laid out as usr/…, etc/…).
     Image {
@@ -98,6 +107,24 @@ fn run(cli: Cli) -> Result<bool> {
             let image = image::ensure_image(&ws, &base, &spec, rebuild)?;
             println!("{}", serde_json::to_string_pretty(&image)?);
             Ok(true)
+        }
+        Cmd::Probe { name, commands } => {
+            preflight()?;
+            let recipe = BaseRecipe::from_workspace(&ws)?;
+            let base = image::ensure_base(&ws, &recipe, false)?;
+            let image = image::ensure_image(&ws, &base, &ImageSpec::new(&name), false)?;
+            let dir = ws.new_run_dir("probe")?;
+            let mut vm = Vm::create(&image, &dir, VmConfig::default())?;
+            vm.boot()?;
+            let mut all_ok = true;
+            for command in &commands {
+                let out = vm.exec(command)?;
+                println!("$ {command}\n{}{}[status {}]", out.stdout, out.stderr, out.status);
+                all_ok &= out.status == 0;
+            }
+            vm.poweroff()?;
+            eprintln!("probe logs: {}", dir.display());
+            Ok(all_ok)
         }
         Cmd::Run {
             scenarios: names,
