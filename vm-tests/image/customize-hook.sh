@@ -35,11 +35,17 @@ for kdir in "$root"/usr/lib/modules/*; do
   for sub in sound drivers/gpu drivers/media drivers/net/wireless drivers/net/ethernet \
     drivers/infiniband drivers/iio drivers/staging drivers/hwmon drivers/comedi drivers/isdn \
     drivers/bluetooth drivers/mtd drivers/target drivers/mmc drivers/usb drivers/net/can \
-    net/wireless net/mac80211 net/bluetooth; do
+    drivers/scsi lib/test_bpf.ko \
+    fs/xfs fs/btrfs fs/ocfs2 fs/smb fs/nfs fs/nfsd fs/f2fs fs/ceph fs/gfs2 fs/jfs fs/reiserfs \
+    fs/nilfs2 fs/ubifs fs/afs fs/orangefs fs/coda \
+    net/wireless net/mac80211 net/bluetooth net/sunrpc net/ceph net/rxrpc; do
     rm -rf "$kdir/kernel/$sub"
   done
   chroot "$root" depmod "$kver"
 done
+
+# CNI plugins come with skopeo's dependencies but only serve container runtimes (44 MB).
+rm -rf "$root/usr/lib/cni"
 
 # Package caches are not part of an OS image.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*

@@ -24,7 +24,7 @@ use crate::overlay::{self, Overlay};
 use crate::workspace::{KeyHasher, Workspace};
 
 /// Bump when the conversion or commit steps change in a way the hooks do not show.
-pub const BASE_FORMAT: &str = "vmtest-base-1";
+pub const BASE_FORMAT: &str = "vmtest-base-2";
 /// Bump when the image steps (deploy, mkfs) change.
 pub const IMAGE_FORMAT: &str = "vmtest-image-1";
 pub const SUITE: &str = "bookworm";
@@ -145,12 +145,38 @@ fn repo_has_commit(repo: &Path, commit: &str) -> bool {
         .is_ok()
 }
 
-/// Remove `dir` if it exists. ostree marks deployment roots immutable (`chattr +i`), so a sysroot
-/// needs the flag cleared before it can go.
+/// ostree marks deployment roots immutable (`chattr +i`); clear that on the deployments of a sysroot
+/// (`<sysroot>/ostree/deploy/<os>/deploy/<checkout>`) so they can be removed.
+fn clear_immutable_deployments(sysroot: &Path) -> Result<()> {
+    let Ok(stateroots) = fs::read_dir(sysroot.join("ostree/deploy")) else {
+        return Ok(());
+    };
+    let mut checkouts = Vec::new();
+    for stateroot in stateroots.flatten() {
+        if let Ok(deployments) = fs::read_dir(stateroot.path().join("deploy")) {
+            checkouts.extend(
+                deployments
+                    .flatten()
+                    .map(|d| d.path())
+                    .filter(|p| p.is_dir()),
+            );
+        }
+    }
+    if !checkouts.is_empty() {
+        Command::new("chattr")
+            .arg("-i")
+            .args(&checkouts)
+            .run_checked()?;
+    }
+    Ok(())
+}
+
+/// Remove `dir` if it exists, clearing ostree's immutable flags where needed.
 pub fn remove_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
+    clear_immutable_deployments(&dir.join("sysroot"))?;
     if fs::remove_dir_all(dir).is_err() {
         Command::new("chattr")
             .args(["-R", "-f", "-i"])
@@ -203,6 +229,9 @@ pub fn ensure_base(ws: &Workspace, recipe: &BaseRecipe, rebuild: bool) -> Result
     tracing::info!(log = %log.display(), "mmdebstrap {SUITE} (about a minute)");
     Command::new("mmdebstrap")
         .args(["--variant=minbase", "--mode=root", "--format=directory"])
+        // Only what packages.txt names and its dependencies (recommends would add ~60 MB: CNI
+        // plugins, perl, timesyncd).
+        .arg("--aptopt=APT::Install-Recommends \"false\"")
         .arg(format!("--include={}", recipe.packages.join(",")))
         .args(
             ["doc", "man", "locale", "info"]
@@ -416,6 +445,9 @@ pub fn ensure_image(
         .arg(format!("{}M", spec.disk_size_mib))
         .run_checked()?;
 
+    // The disk holds the deployment now; keep only the repo (for update layers on top of this one).
+    clear_immutable_deployments(&sysroot)?;
+    fs::remove_dir_all(sysroot.join("ostree/deploy"))?;
     remove_dir(&dir)?;
     fs::rename(&partial, &dir)?;
     let image = DiskImage {

@@ -119,7 +119,10 @@ fn run(cli: Cli) -> Result<bool> {
             let mut all_ok = true;
             for command in &commands {
                 let out = vm.exec(command)?;
-                println!("$ {command}\n{}{}[status {}]", out.stdout, out.stderr, out.status);
+                println!(
+                    "$ {command}\n{}{}[status {}]",
+                    out.stdout, out.stderr, out.status
+                );
                 all_ok &= out.status == 0;
             }
             vm.poweroff()?;

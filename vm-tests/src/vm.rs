@@ -25,6 +25,9 @@ use crate::ostree_status::{self, Status};
 use crate::qemu::{self, GuestForward, QemuSpec};
 use crate::serial::{self, Ready};
 
+/// Where the guest mounts the host's share (`share/` in the VM's directory).
+pub const GUEST_SHARE: &str = "/run/vmtest/host";
+
 const POLL: Duration = Duration::from_millis(200);
 /// The guest agent polls every 0.2 s; a command it has not started after this long never will be.
 const PICKUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -179,6 +182,12 @@ impl Vm {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The host side of the 9p share, seen in the guest at [`GUEST_SHARE`]: a way to hand the guest
+    /// files (configs, binaries) or collect them.
+    pub fn share_dir(&self) -> &Path {
+        &self.share
     }
 
     pub fn boots(&self) -> &[BootRecord] {
@@ -388,6 +397,29 @@ impl Vm {
                     log: self.log_of(),
                 }
                 .into());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Wait until the current boot's console shows `needle` (e.g. to cut the power at a chosen
+    /// moment); fails if the VM goes down first or `timeout` passes.
+    pub fn wait_console(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = &self.current()?.serial_log;
+            let text = serial::clean(&String::from_utf8_lossy(&fs::read(log).unwrap_or_default()));
+            if text.contains(needle) {
+                return Ok(());
+            }
+            if let Some(exit) = self.reap()? {
+                bail!("the VM went down ({exit:?}) before its console showed {needle:?}");
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the console did not show {needle:?} within {} s",
+                    timeout.as_secs()
+                );
             }
             std::thread::sleep(POLL);
         }

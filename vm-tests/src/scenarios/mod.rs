@@ -62,6 +62,8 @@ pub struct Run {
     pub id: String,
     pub dir: PathBuf,
     pub figures: Vec<Figure>,
+    /// Other measurements worth reporting (sizes, counts).
+    pub notes: Vec<String>,
 }
 
 impl Run {
@@ -102,6 +104,7 @@ pub struct Outcome {
     pub dir: PathBuf,
     pub wall: Duration,
     pub figures: Vec<Figure>,
+    pub notes: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -198,6 +201,7 @@ impl Suite {
             id,
             dir: dir.clone(),
             figures: Vec::new(),
+            notes: Vec::new(),
         };
         eprintln!("=== scenario {}: {}", scenario.name, scenario.about);
         let started = Instant::now();
@@ -233,6 +237,7 @@ impl Suite {
             dir,
             wall,
             figures: run.figures,
+            notes: run.notes,
             error,
         })
     }
@@ -255,6 +260,9 @@ pub fn report(suite: &Suite, outcomes: &[Outcome], total: Duration) -> String {
         );
         for f in &o.figures {
             let _ = writeln!(out, "  {:>7.1} s    {}", f.duration.as_secs_f64(), f.label);
+        }
+        for note in &o.notes {
+            let _ = writeln!(out, "              {note}");
         }
     }
     let _ = writeln!(out, "  {:>7.1} s  total", total.as_secs_f64());
