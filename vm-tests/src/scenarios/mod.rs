@@ -102,7 +102,10 @@ impl Run {
 pub struct Outcome {
     pub name: String,
     pub dir: PathBuf,
+    /// Wall time of the whole scenario, including [`Outcome::builds`].
     pub wall: Duration,
+    /// Builds (base, images, update repo) this scenario was the first to need.
+    pub builds: Duration,
     pub figures: Vec<Figure>,
     pub notes: Vec<String>,
     pub error: Option<String>,
@@ -205,8 +208,13 @@ impl Suite {
         };
         eprintln!("=== scenario {}: {}", scenario.name, scenario.about);
         let started = Instant::now();
+        let builds_before = self.build_figures.len();
         let result = (scenario.run)(self, &mut run);
         let wall = started.elapsed();
+        let builds = self.build_figures[builds_before..]
+            .iter()
+            .map(|f| f.duration)
+            .sum();
         let error = result.err().map(|e| format!("{e:#}"));
         match &error {
             None => {
@@ -236,6 +244,7 @@ impl Suite {
             name: scenario.name.to_string(),
             dir,
             wall,
+            builds,
             figures: run.figures,
             notes: run.notes,
             error,
@@ -254,9 +263,10 @@ pub fn report(suite: &Suite, outcomes: &[Outcome], total: Duration) -> String {
         let verdict = if o.error.is_none() { "PASS" } else { "FAIL" };
         let _ = writeln!(
             out,
-            "  {:>7.1} s  scenario {} [{verdict}]",
-            o.wall.as_secs_f64(),
-            o.name
+            "  {:>7.1} s  scenario {} [{verdict}] (+ {:.1} s of builds above)",
+            (o.wall - o.builds).as_secs_f64(),
+            o.name,
+            o.builds.as_secs_f64()
         );
         for f in &o.figures {
             let _ = writeln!(out, "  {:>7.1} s    {}", f.duration.as_secs_f64(), f.label);
