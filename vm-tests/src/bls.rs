@@ -96,7 +96,7 @@ pub fn select(entries: &[BootEntry], selection: EntrySelection) -> Result<&BootE
         return Err(BlsError::NoEntries);
     }
     let mut sorted: Vec<&BootEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| b.version.cmp(&a.version));
+    sorted.sort_by_key(|e| std::cmp::Reverse(e.version));
     if let Some(pair) = sorted.windows(2).find(|w| w[0].version == w[1].version) {
         return Err(BlsError::DuplicateVersion(pair[0].version));
     }

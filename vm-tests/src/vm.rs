@@ -29,8 +29,6 @@ use crate::serial::{self, Ready};
 pub const GUEST_SHARE: &str = "/run/vmtest/host";
 
 const POLL: Duration = Duration::from_millis(200);
-/// The guest agent polls every 0.2 s; a command it has not started after this long never will be.
-const PICKUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a VM is run.
 #[derive(Debug, Clone)]
@@ -43,6 +41,8 @@ pub struct VmConfig {
     pub shutdown_timeout: Duration,
     /// For one [`Vm::exec`].
     pub command_timeout: Duration,
+    /// How long the guest agent may take to start a command (it polls every 0.2 s).
+    pub pickup_timeout: Duration,
     /// Host ports the guest may reach (and nothing else).
     pub forwards: Vec<GuestForward>,
     /// Appended to the boot entry's options on every boot.
@@ -60,6 +60,7 @@ impl Default for VmConfig {
             boot_timeout: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(120),
             command_timeout: Duration::from_secs(600),
+            pickup_timeout: Duration::from_secs(60),
             forwards: Vec::new(),
             extra_kargs: Vec::new(),
             verbose_console: std::env::var_os("VMTEST_VERBOSE_CONSOLE").is_some_and(|v| v == "1"),
@@ -547,10 +548,10 @@ impl Vm {
             if let Some(exit) = self.reap()? {
                 return Err(VmError::CommandInterrupted { id, exit }.into());
             }
-            if sent.elapsed() >= PICKUP_TIMEOUT && !started_path.exists() {
+            if sent.elapsed() >= self.config.pickup_timeout && !started_path.exists() {
                 return Err(VmError::CommandNotPickedUp {
                     id,
-                    secs: PICKUP_TIMEOUT.as_secs(),
+                    secs: self.config.pickup_timeout.as_secs(),
                 }
                 .into());
             }
@@ -593,5 +594,223 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The command protocol, with the real guest agent script running on the host against a temp
+    //! share and a `sleep` process standing in for QEMU.
+    use super::*;
+
+    struct Rig {
+        _tmp: tempfile::TempDir,
+        vm: Vm,
+        agent: Option<Child>,
+    }
+
+    impl Rig {
+        fn new(with_agent: bool, config: VmConfig) -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_path_buf();
+            let share = dir.join("share");
+            fs::create_dir_all(share.join("cmd")).unwrap();
+            let qemu = Command::new("sleep").arg("600").spawn().unwrap();
+            let serial_log = dir.join("boot-01.serial.log");
+            fs::write(&serial_log, "VMTEST-READY boot=1 uptime=1.0 net=up\n").unwrap();
+            let vm = Vm {
+                dir: dir.clone(),
+                disk: dir.join("disk.img"),
+                share,
+                config,
+                boots: vec![BootRecord {
+                    number: 1,
+                    entry: bls::parse_entry("e.conf", "version 1\nlinux l\ninitrd i\noptions o\n")
+                        .unwrap(),
+                    serial_log,
+                    ready: None,
+                    ready_after: None,
+                    exit: None,
+                    lifetime: None,
+                }],
+                running: Some(Running {
+                    child: qemu,
+                    started: Instant::now(),
+                }),
+                next_command: 1,
+            };
+            let mut rig = Rig {
+                _tmp: tmp,
+                vm,
+                agent: None,
+            };
+            if with_agent {
+                rig.start_agent();
+            }
+            rig
+        }
+
+        fn start_agent(&mut self) {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/usr/libexec/vmtest/agent");
+            let agent = Command::new("bash")
+                .arg(script)
+                .env("VMTEST_CMD_DIR", self.vm.share.join("cmd"))
+                .spawn()
+                .unwrap();
+            self.agent = Some(agent);
+        }
+
+        fn stop_agent(&mut self) {
+            if let Some(mut a) = self.agent.take() {
+                let _ = a.kill();
+                let _ = a.wait();
+            }
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.stop_agent();
+        }
+    }
+
+    #[test]
+    fn exec_returns_status_and_both_streams() {
+        let mut rig = Rig::new(true, VmConfig::default());
+        let out = rig.vm.exec("echo out; echo err >&2; exit 3").unwrap();
+        assert_eq!(
+            out,
+            ExecOutput {
+                status: 3,
+                stdout: "out\n".into(),
+                stderr: "err\n".into()
+            }
+        );
+        // set -eu: the first failing command ends the script.
+        let out = rig.vm.exec("false\necho not reached").unwrap();
+        assert_eq!((out.status, out.stdout.as_str()), (1, ""));
+        let err = rig
+            .vm
+            .exec_ok("echo why >&2; exit 2")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("status 2") && err.contains("why"), "{err}");
+        assert_eq!(rig.vm.exec_ok("printf '%s' \"$((6 * 7))\"").unwrap(), "42");
+    }
+
+    #[test]
+    fn a_command_never_runs_twice_even_after_a_restart() {
+        let mut rig = Rig::new(true, VmConfig::default());
+        let counter = rig.vm.share.join("count");
+        let script = format!("echo x >> {}", counter.display());
+        rig.vm.exec_ok(&script).unwrap();
+        // A new boot: the agent starts again on the same share.
+        rig.stop_agent();
+        rig.start_agent();
+        rig.vm.exec_ok("true").unwrap();
+        assert_eq!(fs::read_to_string(&counter).unwrap(), "x\n");
+    }
+
+    #[test]
+    fn a_command_nobody_picks_up_is_reported() {
+        let config = VmConfig {
+            pickup_timeout: Duration::from_millis(500),
+            ..VmConfig::default()
+        };
+        let mut rig = Rig::new(false, config);
+        let err = rig.vm.exec("true").unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<VmError>(), Some(VmError::CommandNotPickedUp { id, .. }) if id == "0001"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_reboot_during_a_command_interrupts_it() {
+        let mut rig = Rig::new(false, VmConfig::default());
+        let id = rig.vm.send("sleep 100").unwrap();
+        assert_eq!(id, "0001");
+        // The guest reboots: the console says so and QEMU exits.
+        let log = rig.vm.boots[0].serial_log.clone();
+        fs::write(
+            &log,
+            "VMTEST-READY boot=1 uptime=1.0\n[ 9.0] reboot: Restarting system\n",
+        )
+        .unwrap();
+        rig.vm.running.as_mut().unwrap().child.kill().unwrap();
+        let err = rig.vm.exec("true").unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<VmError>(),
+                Some(VmError::CommandInterrupted {
+                    exit: Exit::Reboot,
+                    ..
+                })
+            ),
+            "{err:#}"
+        );
+        assert_eq!(rig.vm.boots()[0].exit, Some(Exit::Reboot));
+        assert!(matches!(
+            rig.vm.exec("true").unwrap_err().downcast_ref::<VmError>(),
+            Some(VmError::NotRunning)
+        ));
+    }
+
+    #[test]
+    fn qemu_dying_without_a_shutdown_message_is_a_crash() {
+        let mut rig = Rig::new(false, VmConfig::default());
+        rig.vm.running.as_mut().unwrap().child.kill().unwrap();
+        let err = rig.vm.wait_exit().unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<VmError>(),
+                Some(VmError::Crashed { boot: 1, .. })
+            ),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn readiness_failures_and_timeouts_are_told_apart() {
+        let mut rig = Rig::new(false, VmConfig::default());
+        let record = rig.vm.wait_ready().unwrap();
+        assert_eq!(record.ready.as_ref().map(|r| r.boot), Some(1));
+
+        let mut rig = Rig::new(false, VmConfig::default());
+        let log = rig.vm.boots[0].serial_log.clone();
+        fs::write(&log, "VMTEST-FAILED boot=1 reason=9p-mount-failed\n").unwrap();
+        let err = rig.vm.wait_ready().unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<VmError>(), Some(VmError::BootFailed { reason, .. }) if reason.contains("9p-mount-failed")),
+            "{err:#}"
+        );
+        assert!(!rig.vm.is_running(), "a failed boot's QEMU is killed");
+
+        let config = VmConfig {
+            boot_timeout: Duration::from_millis(300),
+            ..VmConfig::default()
+        };
+        let mut rig = Rig::new(false, config);
+        let log = rig.vm.boots[0].serial_log.clone();
+        // A marker from another boot does not count.
+        fs::write(&log, "VMTEST-READY boot=7 uptime=1.0\n").unwrap();
+        let err = rig.vm.wait_ready().unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<VmError>(),
+                Some(VmError::BootTimeout { boot: 1, .. })
+            ),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_power_cut_is_recorded() {
+        let mut rig = Rig::new(false, VmConfig::default());
+        rig.vm.power_cut().unwrap();
+        assert!(!rig.vm.is_running());
+        assert_eq!(rig.vm.boots()[0].exit, Some(Exit::PowerCut));
+        assert!(rig.vm.power_cut().is_err(), "nothing left to cut");
     }
 }
