@@ -136,6 +136,8 @@ fn run(cli: Cli) -> Result<bool> {
             let chosen = scenarios::select(&names)?;
             preflight()?;
             let started = Instant::now();
+            // Logs of the last runs stay for inspection; older ones go.
+            ws.prune_runs(30)?;
             let mut suite = Suite::new(ws, rebuild);
             let mut outcomes = Vec::new();
             for scenario in &chosen {

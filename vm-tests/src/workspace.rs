@@ -69,6 +69,24 @@ impl Workspace {
             .with_context(|| format!("Creating a scratch directory in {}", tmp.display()))
     }
 
+    /// Keep only the `keep` newest run directories (their names start with a timestamp).
+    pub fn prune_runs(&self, keep: usize) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(self.runs_dir()) else {
+            return Ok(());
+        };
+        let mut runs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        runs.sort();
+        let excess = runs.len().saturating_sub(keep);
+        for old in &runs[..excess] {
+            std::fs::remove_dir_all(old).with_context(|| format!("Removing {}", old.display()))?;
+        }
+        Ok(())
+    }
+
     /// A new directory for one scenario run: `work/runs/<unix-seconds>-<name>`.
     pub fn new_run_dir(&self, name: &str) -> Result<PathBuf> {
         let secs = SystemTime::now()
@@ -135,6 +153,23 @@ mod tests {
         assert_ne!(key(&[("a", "bc")]), key(&[("ab", "c")]));
         assert_ne!(key(&[("a", "bc")]), key(&[("a", "bd")]));
         assert_eq!(key(&[("a", "b")]).len(), 16);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(tmp.path(), tmp.path().join("work"));
+        ws.prune_runs(2).unwrap(); // no runs yet: nothing to do
+        for name in ["100-a", "200-b", "300-c"] {
+            std::fs::create_dir_all(ws.runs_dir().join(name)).unwrap();
+        }
+        ws.prune_runs(2).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(ws.runs_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["200-b", "300-c"]);
     }
 
     #[test]
