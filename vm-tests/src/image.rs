@@ -227,7 +227,10 @@ pub fn ensure_base(ws: &Workspace, recipe: &BaseRecipe, rebuild: bool) -> Result
     let rootfs = partial.join("rootfs");
     let log = partial.join("mmdebstrap.log");
     tracing::info!(log = %log.display(), "mmdebstrap {SUITE} (about a minute)");
-    Command::new("mmdebstrap")
+    // mmdebstrap's root mode mounts /proc, /sys and /dev inside the tree; a private mount namespace
+    // keeps those mounts off the host and makes them vanish with the process, even if it is killed.
+    Command::new("unshare")
+        .args(["--mount", "--propagation=private", "--", "mmdebstrap"])
         .args(["--variant=minbase", "--mode=root", "--format=directory"])
         // Only what packages.txt names and its dependencies (recommends would add ~60 MB: CNI
         // plugins, perl, timesyncd).

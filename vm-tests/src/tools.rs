@@ -29,6 +29,11 @@ pub const REQUIRED: &[Tool] = &[
         purpose: "builds the guest base image",
     },
     Tool {
+        program: "unshare",
+        package: "util-linux",
+        purpose: "keeps mmdebstrap's mounts in a private mount namespace",
+    },
+    Tool {
         program: "debugfs",
         package: "e2fsprogs",
         purpose: "reads boot entries from the disk image (the harness is the bootloader)",
