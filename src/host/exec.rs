@@ -206,8 +206,17 @@ impl Executor<'_> {
                 fix_existing,
             } => match stat_nofollow(&dir, name)? {
                 Entry::Missing => {
-                    rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))?;
-                    set_owner_and_mode(&open_dir_nofollow(&dir, name)?, *mode, *uid, *gid)?;
+                    // Created under a temp name, owned and chmod-ed, then renamed: a crash never leaves a
+                    // directory with the wrong mode that a rerun would take as the admin's.
+                    let tmp = temp_name(name);
+                    match stat_nofollow(&dir, &tmp)? {
+                        Entry::Missing => {}
+                        Entry::Dir(_) => dir.remove_dir_all(&tmp)?,
+                        _ => remove_entry(&dir, &tmp)?,
+                    }
+                    rustix::fs::mkdirat(&dir, &tmp, Mode::from_raw_mode(0o700))?;
+                    set_owner_and_mode(&open_dir_nofollow(&dir, &tmp)?, *mode, *uid, *gid)?;
+                    rustix::fs::renameat(&dir, &tmp, &dir, name)?;
                 }
                 Entry::Dir(m) => {
                     if *fix_existing && (m.mode != *mode || m.uid != *uid || m.gid != *gid) {
