@@ -52,14 +52,22 @@ fn expect_rejected(c: &Case, code: i32, want: &str) -> String {
         1,
         "one line on stderr: {err:?}"
     );
-    assert_eq!(diff(&before, &c.root.snapshot()), Vec::<String>::new(), "the root changed");
+    assert_eq!(
+        diff(&before, &c.root.snapshot()),
+        Vec::<String>::new(),
+        "the root changed"
+    );
     err
 }
 
 #[test]
 fn traversal_is_rejected() {
     let c = case(&files("      - path: /etc/../usr/bin/kubelet\n"));
-    let err = expect_rejected(&c, 2, "spec.config.storage.files[16].path: must not contain '..' components");
+    let err = expect_rejected(
+        &c,
+        2,
+        "spec.config.storage.files[16].path: must not contain '..' components",
+    );
     assert!(err.starts_with(c.cfg.to_str().unwrap()), "{err}");
 }
 
@@ -76,7 +84,9 @@ fn usr_path_is_rejected() {
 #[test]
 fn symlinked_parent_pointing_outside_the_root_is_not_followed() {
     let outside = tempfile::tempdir().unwrap();
-    let c = case(&files("      - path: /etc/evil/cron.d/job\n        contents:\n          source: data:,owned\n"));
+    let c = case(&files(
+        "      - path: /etc/evil/cron.d/job\n        contents:\n          source: data:,owned\n",
+    ));
     c.root.symlink(outside.path().to_str().unwrap(), "etc/evil");
     let err = expect_rejected(
         &c,
@@ -84,7 +94,11 @@ fn symlinked_parent_pointing_outside_the_root_is_not_followed() {
         "spec.config.storage.files[16].path: parent directory \"/etc/evil\" is a symlink (to",
     );
     assert!(err.contains("refusing to follow it"), "{err}");
-    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
 }
 
 #[test]
@@ -166,7 +180,9 @@ fn file_where_a_directory_is_needed_is_rejected() {
 
 #[test]
 fn daemon_state_cannot_be_managed() {
-    let c = case(&files("      - path: /etc/machine-config-daemon/orig/etc/chrony.conf.mcdorig\n"));
+    let c = case(&files(
+        "      - path: /etc/machine-config-daemon/orig/etc/chrony.conf.mcdorig\n",
+    ));
     expect_rejected(&c, 2, "is the daemon's own state and cannot be managed");
 }
 
@@ -175,7 +191,11 @@ fn enablement_blocked_by_a_regular_file_is_rejected() {
     let c = case(
         "    systemd:\n      units:\n      - name: app.service\n        enabled: true\n        contents: |\n          [Service]\n          ExecStart=/bin/true\n          [Install]\n          WantedBy=multi-user.target\n",
     );
-    c.root.write("etc/systemd/system/multi-user.target.wants/app.service", "not a link", 0o644);
+    c.root.write(
+        "etc/systemd/system/multi-user.target.wants/app.service",
+        "not a link",
+        0o644,
+    );
     expect_rejected(
         &c,
         2,
@@ -192,7 +212,11 @@ fn malformed_config_is_rejected() {
 #[test]
 fn invalid_on_disk_config_is_rejected() {
     let c = case(&files(""));
-    c.root.write("etc/machine-config-daemon/currentconfig", "{\"kind\": \"Pod\"", 0o600);
+    c.root.write(
+        "etc/machine-config-daemon/currentconfig",
+        "{\"kind\": \"Pod\"",
+        0o600,
+    );
     expect_rejected(
         &c,
         2,
@@ -240,7 +264,8 @@ fn no_space_is_found_before_writing() {
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(
-        err.contains("not enough free space: the update writes") && err.contains("but only 4096 are available; nothing was written"),
+        err.contains("not enough free space: the update writes")
+            && err.contains("but only 4096 are available; nothing was written"),
         "{err}"
     );
     assert_eq!(diff(&before, &c.root.snapshot()), Vec::<String>::new());

@@ -462,6 +462,12 @@ pub fn build<'a>(root: &Root, inputs: Inputs<'a>) -> Result<WriteSet<'a>, BuildE
             b.stale_path(c)?;
         }
     }
+    let managed: HashSet<&str> = desired_paths
+        .iter()
+        .copied()
+        .chain(current.iter().map(|c| c.path.as_str()))
+        .collect();
+    b.orphaned_backups(&managed)?;
     b.enablement()?;
     b.password()?;
     if inputs.write_odc {
@@ -854,6 +860,66 @@ impl<'a> Builder<'_, 'a> {
             ));
         }
         Ok(())
+    }
+
+    /// Backups and stamps of paths neither config manages: left by an apply killed after it recorded the
+    /// new config but before it dropped them. A stamp goes; an original goes only once it is back in
+    /// place (otherwise it is kept: it may be the only copy).
+    fn orphaned_backups(&mut self, managed: &HashSet<&str>) -> Result<(), BuildError> {
+        let scheduled: HashSet<String> = self.ws.cleanup.iter().map(|op| op.path.clone()).collect();
+        for (dir, suffix) in [(ORIG_DIR, ".mcdorig"), (NOORIG_DIR, ".mcdnoorig")] {
+            for backup in self.list_files(dir)? {
+                let Some(path) = backup
+                    .strip_prefix(dir)
+                    .and_then(|p| p.strip_suffix(suffix))
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                if managed.contains(path.as_str()) || scheduled.contains(&backup) {
+                    continue;
+                }
+                let Ok(b) = self.root.resolve(&backup) else {
+                    continue;
+                };
+                let drop = if suffix == ".mcdorig" {
+                    match self.root.resolve(&path) {
+                        Ok(r) => self.same_as(&r, &b)?,
+                        Err(_) => false,
+                    }
+                } else {
+                    true
+                };
+                if drop {
+                    self.push(
+                        Phase::Cleanup,
+                        &backup,
+                        &b,
+                        Action::Remove,
+                        Reason::DropBackup,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Regular files and symlinks below a directory (logical paths), depth first.
+    fn list_files(&self, dir: &str) -> Result<Vec<String>, BuildError> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_string()];
+        while let Some(d) = stack.pop() {
+            for (name, entry) in self.root.list_dir(&d)? {
+                let path = format!("{d}/{name}");
+                match entry {
+                    Entry::Dir(_) => stack.push(path),
+                    e if e.is_file_like() => out.push(path),
+                    _ => {}
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Enable and disable units as `systemctl --root enable|disable` would.
