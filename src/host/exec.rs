@@ -1,10 +1,10 @@
 //! Carry out a [`WriteSet`] on the root: the only code here that changes the node's filesystem.
 //!
-//! Each staged phase writes every new file (and symlink) to a temp name next to its destination, makes
-//! them durable with one `syncfs` per filesystem, renames them all into place, and syncs again. A crash
-//! at any point leaves each managed path wholly old or wholly new; the next apply removes the temp files
-//! and finishes. `syncfs` instead of an fsync per file keeps the cost of durability per phase, not per
-//! file.
+//! Every new file (and symlink) is first written to a temp name next to its destination and made
+//! durable with one `syncfs` per filesystem; then the backups, the changes and the on-disk config are
+//! renamed into place phase by phase, with a `syncfs` after each. A crash at any point leaves each
+//! managed path wholly old or wholly new; the next apply removes the temp files and finishes. `syncfs`
+//! instead of an fsync per file keeps the cost of durability per phase, not per file.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -53,9 +53,22 @@ pub fn execute(root: &Root, ws: &WriteSet<'_>) -> anyhow::Result<()> {
     }
     // The prepare phase may have replaced directories: do not reuse handles opened before.
     ex.dirs.clear();
-    ex.phase(&ws.backups)?;
-    ex.phase(&ws.changes)?;
-    ex.phase(&ws.odc)?;
+    // Stage every new file of every phase, one barrier, then commit phase by phase with a barrier
+    // after each: backups are durable before any change lands, changes before the ODC says so.
+    let phases = [&ws.backups, &ws.changes, &ws.odc];
+    ex.stage_all(phases.iter().flat_map(|p| p.iter()))?;
+    for ops in phases {
+        if ops.is_empty() {
+            continue;
+        }
+        for op in ops.iter() {
+            crash_point!("host::commit");
+            ex.commit(op)
+                .with_context(|| format!("committing {}", root.display(&op.path)))?;
+        }
+        crash_point!("host::sync");
+        ex.sync()?;
+    }
     if !ws.cleanup.is_empty() {
         for op in &ws.cleanup {
             crash_point!("host::cleanup");
@@ -77,12 +90,11 @@ struct Executor<'r> {
 }
 
 impl Executor<'_> {
-    fn phase(&mut self, ops: &[Op<'_>]) -> anyhow::Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
+    /// Write every staged operation to its temp name, then make them durable. On error the temp
+    /// files written so far are removed.
+    fn stage_all<'o, 'a: 'o>(&mut self, ops: impl Iterator<Item = &'o Op<'a>>) -> anyhow::Result<()> {
         let mut staged: Vec<&Op<'_>> = Vec::new();
-        for op in ops.iter().filter(|op| op.action.is_staged()) {
+        for op in ops.filter(|op| op.action.is_staged()) {
             crash_point!("host::stage");
             if let Err(e) = self.stage(op) {
                 self.unstage(&staged);
@@ -96,13 +108,7 @@ impl Executor<'_> {
             self.unstage(&staged);
             return Err(e);
         }
-        for op in ops {
-            crash_point!("host::commit");
-            self.commit(op)
-                .with_context(|| format!("committing {}", self.root.display(&op.path)))?;
-        }
-        crash_point!("host::sync");
-        self.sync()
+        Ok(())
     }
 
     fn parent(&mut self, rel: &Path) -> io::Result<(Dir, OsString)> {
