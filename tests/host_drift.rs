@@ -63,7 +63,10 @@ async fn drift_is_reported_and_cleared() {
     root.write("etc/chrony.conf", "server rogue.example.com\n", 0o644);
     let r = next(&mut rx).await;
     assert_eq!(r.config, "rendered-worker-1");
-    assert_eq!(messages(&r), vec!["content mismatch for file \"/etc/chrony.conf\""]);
+    assert_eq!(
+        messages(&r),
+        vec!["content mismatch for file \"/etc/chrony.conf\""]
+    );
     root.write("etc/chrony.conf", &good, 0o644);
     let r = next(&mut rx).await;
     assert!(!r.is_drift(), "the drift is gone: {r:?}");
@@ -78,7 +81,11 @@ async fn drift_is_reported_and_cleared() {
 
     // An unmanaged file in a watched directory is not a reason to report.
     root.write("etc/resolv.conf", "nameserver 127.0.0.53\n", 0o644);
-    root.write("etc/systemd/system/multi-user.target.wants/other.service", "", 0o644);
+    root.write(
+        "etc/systemd/system/multi-user.target.wants/other.service",
+        "",
+        0o644,
+    );
     assert_quiet(&mut rx).await;
 
     // Disabling a unit behind the config's back (a symlink in a .wants directory).

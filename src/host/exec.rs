@@ -24,7 +24,7 @@ use super::writeset::{Action, Op, WriteSet};
 /// removes what the killed apply left.
 pub fn temp_name(name: &OsStr) -> OsString {
     const SUFFIX: &str = ".mcd-tmp";
-    if name.len() + SUFFIX.len() + 1 <= 255 {
+    if name.len() + SUFFIX.len() < 255 {
         let mut t = OsString::from(".");
         t.push(name);
         t.push(SUFFIX);
@@ -92,7 +92,10 @@ struct Executor<'r> {
 impl Executor<'_> {
     /// Write every staged operation to its temp name, then make them durable. On error the temp
     /// files written so far are removed.
-    fn stage_all<'o, 'a: 'o>(&mut self, ops: impl Iterator<Item = &'o Op<'a>>) -> anyhow::Result<()> {
+    fn stage_all<'o, 'a: 'o>(
+        &mut self,
+        ops: impl Iterator<Item = &'o Op<'a>>,
+    ) -> anyhow::Result<()> {
         let mut staged: Vec<&Op<'_>> = Vec::new();
         for op in ops.filter(|op| op.action.is_staged()) {
             crash_point!("host::stage");
@@ -122,8 +125,8 @@ impl Executor<'_> {
             None => {
                 let d = self.root.open_dir_rel(&parent)?;
                 let dev = rustix::fs::fstat(&d)?.st_dev;
-                if !self.by_dev.contains_key(&dev) {
-                    self.by_dev.insert(dev, d.try_clone()?);
+                if let std::collections::hash_map::Entry::Vacant(e) = self.by_dev.entry(dev) {
+                    e.insert(d.try_clone()?);
                 }
                 self.dirs.insert(parent, d.try_clone()?);
                 d
@@ -201,8 +204,8 @@ impl Executor<'_> {
         // Fresh handles: these operations may create or replace directories.
         let (dir, name) = self.root.open_parent_rel(&op.rel)?;
         let dev = rustix::fs::fstat(&dir)?.st_dev;
-        if !self.by_dev.contains_key(&dev) {
-            self.by_dev.insert(dev, dir.try_clone()?);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.by_dev.entry(dev) {
+            e.insert(dir.try_clone()?);
         }
         match &op.action {
             Action::Mkdir {

@@ -149,12 +149,11 @@ impl Root {
         let mut walk: Vec<OsString> = Vec::new();
         for (i, name) in ancestors.iter().enumerate() {
             if i == 0 && KNOWN_ROOT_SYMLINKS.contains(name) {
-                match stat_nofollow(&self.dir, OsStr::new(name)).map_err(io_err)? {
-                    Entry::Symlink { target, .. } => {
-                        walk.extend(known_symlink_target(name, &target)?);
-                        continue;
-                    }
-                    _ => {}
+                if let Entry::Symlink { target, .. } =
+                    stat_nofollow(&self.dir, OsStr::new(name)).map_err(io_err)?
+                {
+                    walk.extend(known_symlink_target(name, &target)?);
+                    continue;
                 }
             }
             walk.push(OsString::from(name));
