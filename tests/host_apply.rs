@@ -4,8 +4,6 @@ mod common;
 
 use common::*;
 
-const MC1: &str = "tests/fixtures/worker-1.yaml";
-const MC2: &str = "tests/fixtures/worker-2.yaml";
 const CORE_HASH: &str = "$6$rounds=4096$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ./0123456789abcdefghijkl";
 
 fn mc(name: &str) -> String {
@@ -396,13 +394,191 @@ fn validate_without_config_is_invalid_input() {
     );
 }
 
+/// Dropping everything undoes everything: originals are back, what the configs added is gone, units
+/// they enabled are disabled, and no backup or stamp is left.
 #[test]
-fn fixture_paths_exist() {
-    for f in [MC1, MC2] {
-        assert!(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(f)
-                .exists()
-        );
+fn empty_config_reverts_the_node() {
+    let root = TestRoot::new();
+    assert_code(&root.run(&["apply", "--desired", &mc("worker-1.yaml")]), 0);
+    assert_code(&root.run(&["apply", "--desired", &mc("worker-2.yaml")]), 0);
+    let cfg = tempfile::tempdir().unwrap();
+    let empty = cfg.path().join("empty.yaml");
+    std::fs::write(
+        &empty,
+        "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata: {name: rendered-worker-empty}\nspec:\n  config:\n    ignition: {version: 3.4.0}\n",
+    )
+    .unwrap();
+    let out = root.run(&["apply", "--desired", empty.to_str().unwrap()]);
+    assert_code(&out, 0);
+
+    assert_eq!(
+        root.read("etc/containers/registries.conf"),
+        REGISTRIES_ADMIN
+    );
+    assert_eq!(root.read("etc/chrony.conf"), CHRONY_IMAGE);
+    for gone in [
+        "etc/motd",
+        "etc/kubernetes/kubelet.conf",
+        "var/lib/kubelet/config.json",
+        "etc/NetworkManager/conf.d/99-dns.conf",
+        "var/home/core/.config/motd.d/cluster",
+        "etc/systemd/system/kubelet.service",
+        "etc/systemd/system/kubelet.service.d/20-logging.conf",
+        "etc/systemd/system/multi-user.target.wants/kubelet.service",
+        "etc/systemd/system/multi-user.target.wants/vendor-tool.service",
+    ] {
+        assert!(!root.exists(gone), "{gone} is still there");
+    }
+    // The cert writer's file is never removed as stale (§4.2).
+    assert!(root.exists("etc/kubernetes/kubelet-ca.crt"));
+    // core's keys emptied, password locked.
+    assert_eq!(
+        root.read("var/home/core/.ssh/authorized_keys.d/ignition"),
+        ""
+    );
+    assert!(root.read("etc/shadow").contains("\ncore:*:19000:"));
+    let backups: Vec<_> = root
+        .snapshot()
+        .into_keys()
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            p.ends_with(".mcdorig") || p.ends_with(".mcdnoorig")
+        })
+        .collect();
+    assert_eq!(
+        backups,
+        vec![std::path::PathBuf::from(
+            "etc/machine-config-daemon/noorig/etc/kubernetes/kubelet-ca.crt.mcdnoorig"
+        )],
+        "only the never-removed cert keeps its stamp"
+    );
+    assert_code(&root.run(&["validate"]), 0);
+}
+
+/// Without root privileges, a config that needs other owners fails before writing anything.
+#[test]
+fn unprivileged_apply_fails_before_writing() {
+    let root = TestRoot::new();
+    for dir in ["", "etc", "etc/containers"] {
+        std::fs::set_permissions(
+            root.p(dir),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        cfg.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let desired = cfg.path().join("d.yaml");
+    std::fs::write(
+        &desired,
+        "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata: {name: x}\nspec:\n  config:\n    ignition: {version: 3.4.0}\n    storage:\n      files:\n      - path: /etc/containers/policy.json\n        contents: {source: 'data:,%7B%7D'}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &desired,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let before = root.snapshot();
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        std::process::Command::new(BIN)
+    };
+    let out = cmd
+        .args(["apply", "--desired"])
+        .arg(&desired)
+        .arg("--root")
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("needs root privileges")
+            && stderr(&out).contains("nothing was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(diff(&before, &root.snapshot()), Vec::<String>::new());
+}
+
+fn write_config(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata: {{name: {name}}}\nspec:\n  config:\n    ignition: {{version: 3.4.0}}\n{body}"
+        ),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+/// A changed `[Install]` section re-enables: links it no longer asks for go, new ones come.
+#[test]
+fn changed_install_section_reenables() {
+    let root = TestRoot::new();
+    let cfg = tempfile::tempdir().unwrap();
+    let unit = |target: &str| {
+        format!(
+            "    systemd:\n      units:\n      - name: app.service\n        enabled: true\n        contents: |\n          [Service]\n          ExecStart=/usr/bin/app\n          [Install]\n          WantedBy={target}\n"
+        )
+    };
+    let a = write_config(cfg.path(), "a", &unit("multi-user.target"));
+    let b = write_config(cfg.path(), "b", &unit("graphical.target"));
+    assert_code(&root.run(&["apply", "--desired", &a]), 0);
+    assert!(root.exists("etc/systemd/system/multi-user.target.wants/app.service"));
+    assert_code(&root.run(&["apply", "--desired", &b]), 0);
+    assert!(!root.exists("etc/systemd/system/multi-user.target.wants/app.service"));
+    assert_eq!(
+        root.link("etc/systemd/system/graphical.target.wants/app.service")
+            .as_deref(),
+        Some("/etc/systemd/system/app.service")
+    );
+    assert_code(&root.run(&["validate"]), 0);
+}
+
+/// An original that is a symlink (`/etc/localtime`) is kept as a symlink and comes back as one; a
+/// masked unit's admin-written original comes back when the mask goes.
+#[test]
+fn symlink_and_unit_originals_come_back() {
+    let root = TestRoot::new();
+    root.symlink("../usr/share/zoneinfo/UTC", "etc/localtime");
+    root.write(
+        "etc/systemd/system/nm-cloud-setup.service",
+        "[Service]\nExecStart=/usr/bin/admin\n",
+        0o644,
+    );
+    let before = root.snapshot();
+    let cfg = tempfile::tempdir().unwrap();
+    let with = write_config(
+        cfg.path(),
+        "with",
+        "    storage:\n      files:\n      - path: /etc/localtime\n        contents: {source: 'data:,TZif'}\n    systemd:\n      units:\n      - name: nm-cloud-setup.service\n        mask: true\n",
+    );
+    let without = write_config(cfg.path(), "without", "");
+    assert_code(&root.run(&["apply", "--desired", &with]), 0);
+    assert_eq!(root.read("etc/localtime"), "TZif");
+    assert_eq!(
+        root.link("etc/systemd/system/nm-cloud-setup.service")
+            .as_deref(),
+        Some("/dev/null")
+    );
+    assert_eq!(
+        root.link("etc/machine-config-daemon/orig/etc/localtime.mcdorig")
+            .as_deref(),
+        Some("../usr/share/zoneinfo/UTC")
+    );
+    assert_code(&root.run(&["apply", "--desired", &without]), 0);
+    // Every path that existed before is exactly as it was.
+    let after = root.snapshot();
+    for (path, node) in &before {
+        assert_eq!(after.get(path), Some(node), "{}", path.display());
     }
 }
