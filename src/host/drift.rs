@@ -137,9 +137,18 @@ impl Watcher {
                 .await
                 .is_ok()
             {}
-            // Directories may have appeared or gone: watch what exists now, then look.
-            self.arm()?;
-            let now = self.check().await?;
+            // Directories may have appeared or gone: watch what exists now, then look. A failure here
+            // (a directory unreadable for a moment) is logged and retried at the next event.
+            if let Err(e) = self.arm() {
+                tracing::warn!(error = %format!("{e:#}"), "config drift monitor: re-arming watches");
+            }
+            let now = match self.check().await {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "config drift monitor: validating");
+                    continue;
+                }
+            };
             if now != last {
                 if !self.send(&tx, &now).await {
                     return Ok(());
