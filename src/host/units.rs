@@ -232,8 +232,9 @@ pub fn existing_dependency_links(root: &Root, link: &str) -> anyhow::Result<Vec<
             continue;
         }
         let path = format!("{UNIT_DIR}/{dir_name}/{link}");
-        if let Ok(r) = root.resolve(&path)
-            && matches!(r.entry, Entry::Symlink { .. })
+        if root
+            .resolve(&path)
+            .is_ok_and(|r| matches!(r.entry, Entry::Symlink { .. }))
         {
             out.push(path);
         }

@@ -71,9 +71,7 @@ pub fn validate(root: &Root, mc: &MachineConfig) -> anyhow::Result<Vec<Mismatch>
         let label = format!("unit {:?}", u.name);
         if u.mask {
             let r = v.resolve(&path, &label)?;
-            if let Some(r) = r
-                && !r.entry.is_symlink_to(DEV_NULL)
-            {
+            if r.is_some_and(|r| !r.entry.is_symlink_to(DEV_NULL)) {
                 v.push(
                     MismatchKind::NotMasked,
                     &path,
@@ -89,8 +87,8 @@ pub fn validate(root: &Root, mc: &MachineConfig) -> anyhow::Result<Vec<Mismatch>
             match &d.contents {
                 Some(c) => v.file(&dpath, &dlabel, c.as_bytes(), None)?,
                 None => {
-                    if let Some(r) = v.resolve(&dpath, &dlabel)?
-                        && r.entry.exists()
+                    if v.resolve(&dpath, &dlabel)?
+                        .is_some_and(|r| r.entry.exists())
                     {
                         v.push(
                             MismatchKind::ShouldNotExist,
@@ -101,16 +99,19 @@ pub fn validate(root: &Root, mc: &MachineConfig) -> anyhow::Result<Vec<Mismatch>
                 }
             }
         }
-        if !u.mask
-            && let Some(enabled) = u.enabled
-        {
+        if let Some(enabled) = u.enabled.filter(|_| !u.mask) {
             v.enablement(&u.name, u.contents.as_deref(), enabled)?;
         }
     }
-    if let Some(core) = mc.ignition.core_user()
-        && !core.ssh_authorized_keys.is_empty()
-        && Accounts::load(root)?.user("core").is_some()
-    {
+    let core = mc
+        .ignition
+        .core_user()
+        .filter(|u| !u.ssh_authorized_keys.is_empty());
+    let core = match core {
+        Some(u) if Accounts::load(root)?.user("core").is_some() => Some(u),
+        _ => None,
+    };
+    if let Some(core) = core {
         let label = format!("file {CORE_SSH_KEYS:?}");
         v.file(
             CORE_SSH_KEYS,
@@ -214,9 +215,7 @@ impl Validator<'_> {
                 format!("content mismatch for {label}"),
             );
         }
-        if let Some(mode) = mode
-            && meta.mode != mode
-        {
+        if let Some(mode) = mode.filter(|m| *m != meta.mode) {
             self.push(
                 MismatchKind::Mode,
                 path,

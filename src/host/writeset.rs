@@ -953,9 +953,9 @@ impl<'a> Builder<'_, 'a> {
     /// The unit file `name` will have after this apply, for its `[Install]` section.
     fn unit_file(&mut self, name: &str) -> Result<Option<UnitFile>, BuildError> {
         let desired = self.inputs.desired.ignition.unit(name);
-        if let Some(u) = desired
-            && !u.mask
-            && let Some(c) = &u.contents
+        if let Some(c) = desired
+            .filter(|u| !u.mask)
+            .and_then(|u| u.contents.as_ref())
         {
             return Ok(Some(UnitFile {
                 path: units::unit_path(name),
@@ -1055,9 +1055,11 @@ impl<'a> Builder<'_, 'a> {
         }
         for alias in info.alias.iter().filter(|a| *a != name) {
             let path = units::unit_path(alias);
-            if let Ok(r) = self.root.resolve(&path)
-                && matches!(r.entry, Entry::Symlink { .. })
-            {
+            let is_link = self
+                .root
+                .resolve(&path)
+                .is_ok_and(|r| matches!(r.entry, Entry::Symlink { .. }));
+            if is_link {
                 self.remove_link(&path, field)?;
             }
         }
@@ -1285,9 +1287,7 @@ impl<'a> Builder<'_, 'a> {
                 }
                 _ => None,
             };
-            if let Some((uid, gid)) = owner
-                && (uid, gid) != (euid, egid)
-            {
+            if let Some((uid, gid)) = owner.filter(|o| *o != (euid, egid)) {
                 return Err(BuildError::Failed(anyhow::anyhow!(
                     "{} must be owned by {uid}:{gid}, which needs root privileges (running as uid {euid}); nothing was written",
                     self.root.display(&op.path)
