@@ -17,10 +17,10 @@ demo: build
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features machine-config-daemon/failpoints -- -D warnings
 
 test: lint
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --features machine-config-daemon/failpoints --no-fail-fast
 
 unit:
 	$(CARGO) test --workspace --lib

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::config::paths::CURRENT_CONFIG;
 use crate::config::{ImageRef, MachineConfig, MachineConfiguration};
+use crate::host::{self, ApplyError, ApplyOptions, ApplyReport, OdcError, Root, Source};
 use crate::plan::{self, PlanOptions};
 
 /// The on-node half of image mode: applies MachineConfigs and OS images to ostree-booted nodes.
@@ -23,6 +25,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Show the booted, staged and rollback OS deployments (image, digest, version, checksum, kargs).
     Status(crate::os::StatusArgs),
+    /// Write the host part of an update (files, units, SSH keys, password) onto a node root.
+    Apply(ApplyArgs),
+    /// Check that a node root holds what a MachineConfig says; list every mismatch.
+    Validate(ValidateArgs),
 }
 
 /// Output format of a command.
@@ -47,6 +53,42 @@ pub struct PlanArgs {
     /// The OS image the node has booted; when it equals the desired image there is no OS change.
     #[arg(long, value_name = "IMAGE")]
     pub booted_image: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The node root to write to.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The MachineConfig to update to (YAML or JSON).
+    #[arg(long, value_name = "DES.yaml")]
+    pub desired: PathBuf,
+    /// The MachineConfig the node is on; omitted means the root's on-disk config
+    /// (/etc/machine-config-daemon/currentconfig), or an empty config when there is none.
+    #[arg(long, value_name = "CUR.yaml")]
+    pub current: Option<PathBuf>,
+    /// The cluster's MachineConfiguration (node disruption policies); omitted means the defaults.
+    #[arg(long, value_name = "MACHINECONFIGURATION.yaml")]
+    pub policy: Option<PathBuf>,
+    /// Show what would be written, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The node root to check.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The MachineConfig to check against; omitted means the root's on-disk config.
+    #[arg(long, value_name = "MC.yaml")]
+    pub config: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -91,6 +133,8 @@ where
     let result = match cli.command {
         Command::Plan(args) => run_plan(&args),
         Command::Status(args) => crate::os::run_status(&args).map_err(CliError::Failed),
+        Command::Apply(args) => run_apply(&args),
+        Command::Validate(args) => run_validate(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -171,4 +215,157 @@ fn run_plan(args: &PlanArgs) -> Result<u8, CliError> {
         &PlanOptions::default(),
     );
     Ok(print_plan(&plan, args.output))
+}
+
+/// Open `--root`: it must be an existing directory.
+fn open_root(path: &Path) -> Result<Root, CliError> {
+    if !path.is_dir() {
+        return Err(CliError::Invalid(format!(
+            "--root: {}: not a directory",
+            path.display()
+        )));
+    }
+    Root::open(path).map_err(CliError::Failed)
+}
+
+/// The root's on-disk config, if any.
+fn load_odc(root: &Root) -> Result<Option<MachineConfig>, CliError> {
+    host::odc::read_current_config(root).map_err(|e| match e {
+        OdcError::Invalid { .. } => CliError::Invalid(e.to_string()),
+        OdcError::Io(e) => CliError::Failed(e),
+    })
+}
+
+fn run_apply(args: &ApplyArgs) -> Result<u8, CliError> {
+    if let Some(warning) = host::failpoints::configure_from_env().map_err(CliError::Invalid)? {
+        eprintln!("warning: {warning}");
+    }
+    let desired = load_machine_config(&args.desired)?;
+    let policy = load_policy(args.policy.as_deref())?;
+    let root = open_root(&args.root)?;
+    let (current, current_file) = match &args.current {
+        Some(p) => (load_machine_config(p)?, p.display().to_string()),
+        None => match load_odc(&root)? {
+            Some(mc) => (mc, root.display(CURRENT_CONFIG)),
+            None => (MachineConfig::empty(), root.display(CURRENT_CONFIG)),
+        },
+    };
+    let plan = plan::plan_with(&current, &desired, None, &policy, &PlanOptions::default());
+    if !plan.reconcilable {
+        return Ok(print_plan(&plan, args.output));
+    }
+    let opts = ApplyOptions {
+        dry_run: args.dry_run,
+        write_odc: true,
+    };
+    match host::apply(&root, &current, &desired, &plan, opts) {
+        Ok(report) => {
+            print_apply(&plan, &report, args.dry_run, args.output);
+            Ok(exit::OK)
+        }
+        Err(ApplyError::Invalid(i)) => {
+            let file = match i.config {
+                Source::Desired => args.desired.display().to_string(),
+                Source::Current => current_file,
+            };
+            Err(CliError::Invalid(format!("{file}: {i}")))
+        }
+        Err(ApplyError::Unreconcilable { .. }) => Ok(print_plan(&plan, args.output)),
+        Err(ApplyError::Failed(e)) => Err(CliError::Failed(e)),
+    }
+}
+
+/// The post-config actions the caller still owes after the host part was written.
+fn actions_owed(plan: &plan::Plan) -> String {
+    if plan.actions.iter().all(|a| *a == plan::Action::None) {
+        return "none".into();
+    }
+    plan.actions
+        .iter()
+        .filter(|a| **a != plan::Action::None)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_apply(plan: &plan::Plan, report: &ApplyReport, dry_run: bool, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => {
+            let doc = serde_json::json!({
+                "plan": plan,
+                "dryRun": dry_run,
+                "written": report.written,
+                "operations": report.operations,
+                "warnings": report.warnings,
+                "actionsOwed": plan.actions,
+                "osChangesNotApplied": plan.touches_os(),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("a report serializes")
+            );
+        }
+        OutputFormat::Text => {
+            print!("{}", plan.to_text());
+            let n = report.operations.len();
+            if n == 0 {
+                println!("Host: nothing to write, the node already holds this config");
+            } else if dry_run {
+                println!("Host: {n} operations to do (dry run, nothing written):");
+            } else {
+                println!("Host: {n} operations done:");
+            }
+            for op in &report.operations {
+                println!("  {op}");
+            }
+            for w in &report.warnings {
+                println!("  warning: {w}");
+            }
+            if plan.touches_os() {
+                println!(
+                    "Note: the OS part of the plan (image, kernel arguments, kernel type, extensions) is not applied by `apply`."
+                );
+            }
+            println!("Post-config action owed: {}", actions_owed(plan));
+        }
+    }
+}
+
+fn run_validate(args: &ValidateArgs) -> Result<u8, CliError> {
+    let root = open_root(&args.root)?;
+    let config = match &args.config {
+        Some(p) => load_machine_config(p)?,
+        None => load_odc(&root)?.ok_or_else(|| {
+            CliError::Invalid(format!(
+                "{}: does not exist; give the config to check with --config",
+                root.display(CURRENT_CONFIG)
+            ))
+        })?,
+    };
+    let mismatches = host::validate(&root, &config)?;
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "config": config.name,
+                "matches": mismatches.is_empty(),
+                "mismatches": mismatches,
+            }))
+            .expect("a report serializes")
+        ),
+        OutputFormat::Text => {
+            if mismatches.is_empty() {
+                println!("The node matches MachineConfig {}", config.name);
+            } else {
+                for m in &mismatches {
+                    println!("{m}");
+                }
+            }
+        }
+    }
+    Ok(if mismatches.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
 }

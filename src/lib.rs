@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod os;

@@ -21,6 +21,26 @@ pub const CORE_SSH_KEYS: &str = "/home/core/.ssh/authorized_keys.d/ignition";
 /// The container registries configuration with the special drain rules (§4.3).
 pub const REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
+/// Files the cert writer owns (from ControllerConfig, not MachineConfigs): never removed as stale, never a
+/// reason for a disruption (`mco-protocol.md` §4.2 "Outside NDP").
+pub const CERT_WRITER_FILES: &[&str] = &[
+    "/etc/kubernetes/kubelet-ca.crt",
+    "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem",
+];
+/// Directories the cert writer owns, likewise.
+pub const CERT_WRITER_DIRS: &[&str] = &["/etc/docker/certs.d"];
+/// Files written outside the MachineConfig flow and therefore not validated (`getFilesToIgnore`).
+pub const VALIDATION_IGNORED: &[&str] = &[
+    "/etc/kubernetes/kubelet-ca.crt",
+    "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem",
+    "/etc/mco/internal-registry-pull-secret.json",
+];
+
+/// A file the cert writer owns: a MachineConfig dropping it removes nothing.
+pub fn owned_by_cert_writer(path: &str) -> bool {
+    CERT_WRITER_FILES.contains(&path) || CERT_WRITER_DIRS.iter().any(|d| is_under(path, d))
+}
+
 /// Top-level directories a MachineConfig file may live under. `/usr` is the image's (read-only in image
 /// mode); everything else outside these is either read-only, not persistent, or a symlink into `/var`.
 pub const WRITABLE_ROOTS: &[&str] = &["/etc", "/var", "/home"];

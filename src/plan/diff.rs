@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::config::paths::owned_by_cert_writer;
 use crate::config::{Ignition, Unit};
 
 /// Added, changed and removed items (paths, unit names, or `UNIT/DROPIN`).
@@ -39,7 +40,8 @@ pub fn files(old: &Ignition, new: &Ignition) -> Changes {
         }
     }
     for f in &old.files {
-        if new.file(&f.path).is_none() {
+        // A cert-writer file dropped from the config stays on disk: nothing changes (§4.2).
+        if new.file(&f.path).is_none() && !owned_by_cert_writer(&f.path) {
             c.remove.push(f.path.clone());
         }
     }
@@ -155,6 +157,16 @@ mod tests {
         assert_eq!(c.add, vec!["/etc/new"]);
         assert_eq!(c.change, vec!["/etc/body", "/etc/mode"]);
         assert_eq!(c.remove, vec!["/etc/gone"]);
+    }
+
+    #[test]
+    fn cert_writer_files_are_never_removed() {
+        let old = ign(
+            json!({"ignition": {"version": "3.4.0"}, "storage": {"files": [
+                file("/etc/kubernetes/kubelet-ca.crt", "ca", 420), file("/etc/docker/certs.d/r:5000/ca.crt", "ca", 420),
+            ]}}),
+        );
+        assert!(files(&old, &Ignition::default()).is_empty());
     }
 
     #[test]
