@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::paths::CURRENT_CONFIG;
 use crate::config::{ImageRef, MachineConfig, MachineConfiguration};
 use crate::host::{self, ApplyError, ApplyOptions, ApplyReport, OdcError, Root, Source};
+use crate::os::{self, OsBackend};
 use crate::plan::{self, PlanOptions};
 
 /// The on-node half of image mode: applies MachineConfigs and OS images to ostree-booted nodes.
@@ -73,6 +74,10 @@ pub struct ApplyArgs {
     /// The cluster's MachineConfiguration (node disruption policies); omitted means the defaults.
     #[arg(long, value_name = "MACHINECONFIGURATION.yaml")]
     pub policy: Option<PathBuf>,
+    /// The ostree sysroot whose OS image and kernel arguments to change (prefetch, then stage), after the
+    /// host part succeeded; omitted means the root, when it is an ostree sysroot.
+    #[arg(long, value_name = "DIR")]
+    pub sysroot: Option<PathBuf>,
     /// Show what would be written, write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -250,28 +255,120 @@ fn run_apply(args: &ApplyArgs) -> Result<u8, CliError> {
             None => (MachineConfig::empty(), root.display(CURRENT_CONFIG)),
         },
     };
-    let plan = plan::plan_with(&current, &desired, None, &policy, &PlanOptions::default());
+    let sysroot = select_sysroot(args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(e.into()))?;
+    let backend = sysroot
+        .as_ref()
+        .map(|dir| os::OstreeBackend::new(os::OstreeBackendOptions::sandbox(dir, &args.root)));
+    // The OS the sysroot will boot next decides whether the image changes (no duplicate deployments).
+    let booted_image = match &backend {
+        Some(b) => runtime
+            .block_on(b.status())
+            .map_err(CliError::Failed)?
+            .next_boot()
+            .and_then(|d| d.image.clone()),
+        None => None,
+    };
+    let plan = plan::plan_with(
+        &current,
+        &desired,
+        booted_image.as_deref(),
+        &policy,
+        &PlanOptions::default(),
+    );
     if !plan.reconcilable {
         return Ok(print_plan(&plan, args.output));
     }
+    let os_change = os::OsChange::from_plan(&plan, &desired).filter(|_| backend.is_some());
+    // With OS work pending, the on-disk config is recorded only once the OS is staged too.
     let opts = ApplyOptions {
         dry_run: args.dry_run,
-        write_odc: true,
+        write_odc: os_change.is_none(),
     };
-    match host::apply(&root, &current, &desired, &plan, opts) {
-        Ok(report) => {
-            print_apply(&plan, &report, args.dry_run, args.output);
-            Ok(exit::OK)
-        }
+    let report = match host::apply(&root, &current, &desired, &plan, opts) {
+        Ok(report) => report,
         Err(ApplyError::Invalid(i)) => {
             let file = match i.config {
                 Source::Desired => args.desired.display().to_string(),
                 Source::Current => current_file,
             };
-            Err(CliError::Invalid(format!("{file}: {i}")))
+            return Err(CliError::Invalid(format!("{file}: {i}")));
         }
-        Err(ApplyError::Unreconcilable { .. }) => Ok(print_plan(&plan, args.output)),
-        Err(ApplyError::Failed(e)) => Err(CliError::Failed(e)),
+        Err(ApplyError::Unreconcilable { .. }) => return Ok(print_plan(&plan, args.output)),
+        Err(ApplyError::Failed(e)) => return Err(CliError::Failed(e)),
+    };
+    let os_report = match (&backend, &os_change) {
+        (Some(b), Some(change)) if !args.dry_run => {
+            let report = runtime
+                .block_on(os::apply_os_change(b, change, None))
+                .map_err(CliError::Failed)?;
+            host::odc::write_current_config(&root, &desired).map_err(CliError::Failed)?;
+            Some(report)
+        }
+        _ => None,
+    };
+    print_apply(&plan, &report, args.dry_run, args.output);
+    print_os_outcome(
+        &plan,
+        sysroot.as_deref(),
+        os_change.as_ref(),
+        os_report.as_ref(),
+        args.dry_run,
+        args.output,
+    );
+    Ok(exit::OK)
+}
+
+/// `--sysroot`, or the root when it is an ostree sysroot (it has `ostree/repo`).
+fn select_sysroot(args: &ApplyArgs) -> Result<Option<PathBuf>, CliError> {
+    match &args.sysroot {
+        Some(dir) if dir.join("ostree/repo").is_dir() => Ok(Some(dir.clone())),
+        Some(dir) => Err(CliError::Invalid(format!(
+            "--sysroot: {} is not an ostree sysroot (no ostree/repo in it)",
+            dir.display()
+        ))),
+        None if args.root.join("ostree/repo").is_dir() => Ok(Some(args.root.clone())),
+        None => Ok(None),
+    }
+}
+
+fn print_os_outcome(
+    plan: &plan::Plan,
+    sysroot: Option<&Path>,
+    change: Option<&os::OsChange>,
+    report: Option<&os::ApplyOsReport>,
+    dry_run: bool,
+    output: OutputFormat,
+) {
+    if output != OutputFormat::Text || !plan.touches_os() {
+        return;
+    }
+    match (sysroot, change, report) {
+        (None, _, _) => {
+            println!("OS: not changed: the root is not an ostree sysroot (give --sysroot DIR)")
+        }
+        (Some(dir), Some(_), None) if dry_run => {
+            println!("OS: would be staged in {} (dry run)", dir.display())
+        }
+        (Some(_), _, Some(r)) => match &r.outcome {
+            os::StageOutcome::Staged(d) => println!(
+                "OS: staged deployment {} ({}); it boots next",
+                d.id(),
+                d.image
+                    .as_deref()
+                    .unwrap_or("same image, new kernel arguments")
+            ),
+            os::StageOutcome::Unchanged(role, d) => {
+                println!(
+                    "OS: already in place: the {role} deployment {} matches",
+                    d.id()
+                )
+            }
+        },
+        _ => {}
     }
 }
 

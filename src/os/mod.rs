@@ -147,6 +147,41 @@ pub struct OsChange {
     pub extensions: Option<Vec<String>>,
 }
 
+impl OsChange {
+    /// What the OS backend must do for `plan`: the image when it changes (or the desired one when the
+    /// forcefile asks for a re-apply), the kernel argument change, the kernel type when it changes, and the
+    /// packages of all desired extensions when the extensions change. `None` when the OS is left alone.
+    pub fn from_plan(
+        plan: &crate::plan::Plan,
+        desired: &crate::config::MachineConfig,
+    ) -> Option<OsChange> {
+        let forced_reapply = plan.forced && desired.os_image().is_some();
+        if !plan.touches_os() && !forced_reapply {
+            return None;
+        }
+        let extensions_change =
+            !plan.extensions.add.is_empty() || !plan.extensions.remove.is_empty();
+        Some(OsChange {
+            image: match &plan.os_image {
+                Some(c) => Some(c.to.clone()),
+                None if plan.forced => desired.os_image().map(str::to_string),
+                None => None,
+            },
+            kargs: plan.kernel_arguments.clone(),
+            kernel_type: plan.kernel_type.as_ref().map(|c| c.to),
+            extensions: extensions_change.then(|| {
+                desired
+                    .extensions
+                    .iter()
+                    .filter_map(|e| crate::config::extensions::packages(e))
+                    .flatten()
+                    .map(|p| p.to_string())
+                    .collect()
+            }),
+        })
+    }
+}
+
 /// Result of [`OsBackend::stage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageOutcome {
