@@ -2,4 +2,5 @@
 //! that executes decisions against the cluster, the host, the OS backend and systemd.
 
 pub mod decide;
+pub mod journal;
 pub mod state;

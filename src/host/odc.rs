@@ -59,6 +59,29 @@ pub fn write_current_image(root: &Root, image: Option<&str>) -> anyhow::Result<(
     )
 }
 
+/// Write one of the daemon's own state files atomically (temp file, fsync, rename, fsync the directory).
+pub fn write_state_file(root: &Root, path: &str, bytes: Vec<u8>, mode: u32) -> anyhow::Result<()> {
+    write_state(root, path, bytes, mode)
+}
+
+/// Remove one of the daemon's state files (a missing one is fine), durably.
+pub fn remove_state_file(root: &Root, path: &str) -> anyhow::Result<()> {
+    let resolved = root
+        .resolve(path)
+        .with_context(|| format!("resolving {}", root.display(path)))?;
+    if !resolved.entry.exists() {
+        return Ok(());
+    }
+    let (dir, name) = root
+        .open_parent_rel(&resolved.rel)
+        .with_context(|| format!("opening the directory of {}", root.display(path)))?;
+    dir.remove_file(name)
+        .with_context(|| format!("removing {}", root.display(path)))?;
+    rustix::fs::fsync(&dir)
+        .with_context(|| format!("syncing the directory of {}", root.display(path)))?;
+    Ok(())
+}
+
 fn write_state(root: &Root, path: &str, bytes: Vec<u8>, mode: u32) -> anyhow::Result<()> {
     let ws = writeset::state_file(root, path, Cow::Owned(bytes), mode).map_err(|e| match e {
         BuildError::Failed(e) => e,

@@ -11,7 +11,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
-use cap_std_ext::cap_std::ambient_authority;
 use cap_std_ext::cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
@@ -107,8 +106,14 @@ pub struct Root {
 impl Root {
     /// Open `path` (normally `/`) as the root every host operation is confined to.
     pub fn open(path: &Path) -> anyhow::Result<Root> {
-        let dir = Dir::open_ambient_dir(path, ambient_authority())
-            .with_context(|| format!("opening root directory {}", path.display()))?;
+        // A real (not O_PATH) descriptor: syncfs and fsync on the root itself must work.
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening root directory {}", path.display()))?;
+        let dir = Dir::from_std_file(std::fs::File::from(fd));
         Ok(Root {
             dir,
             path: path.to_path_buf(),

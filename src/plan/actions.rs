@@ -1,14 +1,14 @@
 //! Post-config actions: the default NodeDisruptionPolicy merged with the cluster's, longest-prefix file
 //! matching, collapsing, and the legacy (first boot) table (`mco-protocol.md` §4).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::NodeDisruptionPolicy;
 use crate::config::paths::{REGISTRIES_CONF, is_under};
 use crate::config::policy::{FilePolicy, PolicyAction, UnitPolicy};
 
 /// An action the daemon runs after writing a config, as reported in a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Action {
     Reboot,

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::paths::owned_by_cert_writer;
 use crate::config::{Ignition, Unit};
 
 /// Added, changed and removed items (paths, unit names, or `UNIT/DROPIN`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes {
     pub add: Vec<String>,
     pub change: Vec<String>,

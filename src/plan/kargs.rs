@@ -1,9 +1,9 @@
 //! Kernel argument changes between two MachineConfigs, and applying such a change to a command line.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What to remove from and append to the kernel command line, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelArgsChange {
     pub remove: Vec<String>,
     pub add: Vec<String>,

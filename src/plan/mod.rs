@@ -10,7 +10,7 @@ pub mod reconcile;
 pub mod registries;
 mod render;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::paths::REGISTRIES_CONF;
 use crate::config::policy::PolicyAction;
@@ -21,21 +21,21 @@ pub use kargs::KernelArgsChange;
 pub use reconcile::Unreconcilable;
 
 /// A `{from, to}` change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change<T> {
     pub from: Option<T>,
     pub to: T,
 }
 
 /// Extensions to install and remove.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtensionsChange {
     pub add: Vec<String>,
     pub remove: Vec<String>,
 }
 
 /// Everything an update would do on a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub from_config: String,

@@ -1,14 +1,14 @@
 //! Which changes a running node cannot make (`mco-protocol.md` §3). Each finding names the field and
 //! says in one sentence why, so `state=Unreconcilable` tells an admin what to undo.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::paths::FORCEFILE;
 use crate::config::policy::StorageOverride;
 use crate::config::{KernelType, MachineConfig, extensions};
 
 /// One unreconcilable difference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unreconcilable {
     pub field: String,
     pub reason: String,
