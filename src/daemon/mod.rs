@@ -2,5 +2,8 @@
 //! that executes decisions against the cluster, the host, the OS backend and systemd.
 
 pub mod decide;
+pub mod env;
 pub mod journal;
 pub mod state;
+pub mod update;
+pub mod verify;

@@ -1,0 +1,519 @@
+//! Executes an update phase by phase (prefetch → drain → host → stage → reboot | actions → verify →
+//! complete), recording each completed phase in the journal. Shared by the daemon and first boot (which has
+//! no API server: `cluster` is `None`, so there is no drain and nothing to report).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Node;
+use tokio::sync::watch;
+
+use super::env::NodeEnv;
+use super::journal::{self, Journal};
+use super::state::Phase;
+use super::verify;
+use crate::cluster::drain::{BlockedPod, DrainObserver, drain_not_required};
+use crate::cluster::mcn::{ConditionChange, ConditionType as Cond, Status};
+use crate::cluster::{AnnotationWriter, Cluster, DrainOptions, Drainer, EventReason, McnWriter, NodeEvent, NodeState};
+use crate::config::MachineConfig;
+use crate::host::{self, ApplyOptions, Root};
+use crate::metrics::Metrics;
+use crate::os::{OsBackend, OsChange, PullError, StageOutcome};
+use crate::plan::Action;
+use crate::systemd::ServiceManager;
+
+/// How the node is drained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrainMode {
+    /// Cordon and evict ourselves (Eviction API, PodDisruptionBudgets respected).
+    #[default]
+    #[value(name = "self")]
+    SelfDrain,
+    /// Ask the MCO drain controller (`desiredDrain` / `lastAppliedDrain`).
+    Controller,
+}
+
+/// The Kubernetes side of an update: reporting, and the drain.
+#[derive(Debug)]
+pub struct ClusterSide<C> {
+    pub cluster: Arc<C>,
+    pub annotations: AnnotationWriter<C>,
+    pub mcn: Arc<McnWriter<C>>,
+    /// The latest Node from the watch.
+    pub nodes: watch::Receiver<Option<Node>>,
+    pub drain_mode: DrainMode,
+    pub drain_options: DrainOptions,
+}
+
+impl<C: Cluster + 'static> ClusterSide<C> {
+    pub fn new(cluster: Arc<C>, pool: &str, nodes: watch::Receiver<Option<Node>>, drain_mode: DrainMode, drain_options: DrainOptions) -> Self {
+        ClusterSide {
+            annotations: AnnotationWriter::new(cluster.clone()),
+            mcn: Arc::new(McnWriter::new(cluster.clone(), pool)),
+            cluster,
+            nodes,
+            drain_mode,
+            drain_options,
+        }
+    }
+
+    pub fn node(&self) -> Option<Node> {
+        self.nodes.borrow().clone()
+    }
+
+    /// Events are best effort: a failed one is logged, never fails the update.
+    pub async fn event(&self, event: NodeEvent) {
+        if let Err(e) = self.cluster.emit_event(&event).await {
+            tracing::warn!(error = %format!("{e:#}"), reason = event.reason.as_str(), "could not record an event");
+        }
+    }
+
+    /// MachineConfigNode conditions are best effort too (the annotations are the protocol).
+    pub async fn conditions(&self, changes: &[ConditionChange]) {
+        let Some(node) = self.node() else { return };
+        if let Err(e) = self.mcn.update(&node, changes).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not update the MachineConfigNode");
+        }
+    }
+
+    pub async fn state(&self, state: NodeState, reason: &str) -> anyhow::Result<()> {
+        let node = self.node();
+        self.annotations.set_state(state, reason, node.as_ref()).await?;
+        Ok(())
+    }
+
+    fn drainer(&self, metrics: &Arc<Metrics>) -> Drainer<C> {
+        Drainer::new(self.cluster.clone(), self.drain_options.clone())
+            .with_observer(Arc::new(DrainMetrics(metrics.clone())))
+            .with_mcn(self.mcn.clone())
+    }
+}
+
+/// Drain progress into `mcd_drain_blocked_seconds`.
+struct DrainMetrics(Arc<Metrics>);
+
+impl DrainObserver for DrainMetrics {
+    fn pod_blocked(&self, blocked: &BlockedPod) {
+        let since = k8s_openapi::jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%SZ", &blocked.since)
+            .or_else(|_| blocked.since.parse::<k8s_openapi::jiff::Timestamp>());
+        if let Ok(since) = since {
+            let secs = k8s_openapi::jiff::Timestamp::now().as_second() - since.as_second();
+            self.0.drain_blocked_seconds.set(secs.max(0) as f64);
+        }
+        tracing::warn!(pod = %blocked.pod, pdb = blocked.pdb.as_deref().unwrap_or(""), since = %blocked.since, "{blocked}");
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node is at the target; the journal is gone.
+    Completed,
+    /// A reboot was requested; the daemon waits to be stopped.
+    RebootRequested,
+    /// Stopped at a safe point (SIGTERM); the journal resumes it.
+    Interrupted,
+    /// Given up for good (the new OS did not boot, twice); the reason is in the journal.
+    Failed(String),
+}
+
+/// Everything an update touches.
+pub struct Executor<'a, C, O, S> {
+    pub root: &'a Arc<Root>,
+    pub os: &'a O,
+    pub systemd: &'a S,
+    pub env: &'a NodeEnv,
+    pub metrics: &'a Arc<Metrics>,
+    pub cluster: Option<&'a ClusterSide<C>>,
+    pub stop: watch::Receiver<bool>,
+    pub node_name: &'a str,
+}
+
+impl<C, O, S> std::fmt::Debug for Executor<'_, C, O, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("node", &self.node_name).field("root", &self.root.path()).finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+impl<C, O, S> Executor<'_, C, O, S>
+where
+    C: Cluster + 'static,
+    O: OsBackend,
+    S: ServiceManager,
+{
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves when a stop is requested.
+    async fn until_stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
+    fn save(&self, j: &Journal) -> anyhow::Result<()> {
+        journal::save(self.root, j)
+    }
+
+    /// Run the update from its last completed phase.
+    pub async fn run(&self, j: &mut Journal) -> anyhow::Result<Outcome> {
+        let target = j.target_config()?;
+        loop {
+            if self.stopped() {
+                return Ok(Outcome::Interrupted);
+            }
+            let Some(next) = j.progress.next_phase() else {
+                self.complete(j).await?;
+                return Ok(Outcome::Completed);
+            };
+            let started = Instant::now();
+            let span = tracing::info_span!("phase", phase = next.as_str(), config = %j.progress.target.config);
+            let _enter = span.enter();
+            match next {
+                Phase::Planned => unreachable!("Planned is where an update starts, never a next phase"),
+                Phase::Prefetched => {
+                    if !self.prefetch(j).await? {
+                        return Ok(Outcome::Interrupted);
+                    }
+                }
+                Phase::Drained => {
+                    if !self.drain(j).await? {
+                        return Ok(Outcome::Interrupted);
+                    }
+                }
+                Phase::HostApplied => self.apply_host(j, &target).await?,
+                Phase::Staged => self.stage(j, &target).await?,
+                Phase::Rebooting => {
+                    j.progress.rebooting(&self.env.boot_id()?, now_secs())?;
+                    self.save(j)?;
+                    self.request_reboot(j).await?;
+                    return Ok(Outcome::RebootRequested);
+                }
+                Phase::ActionsDone => self.post_actions(j).await?,
+                Phase::Verified => {
+                    if j.progress.rebooted(&self.env.boot_id()?) == Some(false) {
+                        // Restarted in the boot the reboot was requested in: it has not happened yet.
+                        tracing::info!("the requested reboot has not happened yet; asking again");
+                        self.request_reboot(j).await?;
+                        return Ok(Outcome::RebootRequested);
+                    }
+                    match self.verify(j, &target).await? {
+                        Verdict::Good => {}
+                        Verdict::Restage => {
+                            self.save(j)?;
+                            continue;
+                        }
+                        Verdict::Failed(reason) => {
+                            self.save(j)?;
+                            return Ok(Outcome::Failed(reason));
+                        }
+                    }
+                }
+            }
+            j.progress.advance(next)?;
+            self.save(j)?;
+            self.metrics.observe_phase(next.as_str(), started.elapsed());
+            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "phase {next} done");
+        }
+    }
+
+    /// Pull the image into the local repo while the node still serves. Returns false when stopped.
+    async fn prefetch(&self, j: &Journal) -> anyhow::Result<bool> {
+        let Some(image) = OsChange::from_plan(&j.plan, &j.target_config()?).and_then(|c| c.image) else {
+            return Ok(true);
+        };
+        tracing::info!(image = %image, "prefetching the OS image while the node still serves");
+        // The backend reports per-layer progress as tracing events itself.
+        tokio::select! {
+            r = self.os.prefetch(&image, None) => {
+                match r {
+                    Ok(report) => {
+                        self.metrics.bytes_prefetched.inc_by(report.bytes_fetched);
+                        tracing::info!(image = %image, bytes = report.bytes_fetched, layers = report.layers_fetched, "prefetched");
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        self.metrics.pivot_errors.inc();
+                        Err(pull_error(e, &image))
+                    }
+                }
+            }
+            _ = self.until_stopped() => Ok(false),
+        }
+    }
+
+    /// `state=Working`, then cordon and drain when the plan says so. Returns false when stopped.
+    async fn drain(&self, j: &mut Journal) -> anyhow::Result<bool> {
+        let Some(side) = self.cluster else { return Ok(true) };
+        side.state(NodeState::Working, "").await?;
+        self.metrics.set_state("Working", "");
+        let node = side.node();
+        if !j.plan.drain || node.as_ref().is_some_and(drain_not_required) {
+            let why = if j.plan.drain { "not required: single-replica control plane" } else { "not required for this change" };
+            side.conditions(&[ConditionChange::child(Cond::UpdateExecuted, Cond::Drained, Status::False, format!("Drain {why}"))]).await;
+            return Ok(true);
+        }
+        let drainer = side.drainer(self.metrics);
+        let config = j.progress.target.config.clone();
+        let result = tokio::select! {
+            r = async {
+                match side.drain_mode {
+                    DrainMode::SelfDrain => drainer.drain().await,
+                    DrainMode::Controller => drainer.controller_drain(&config).await,
+                }
+            } => r,
+            _ = self.until_stopped() => return Ok(false),
+        };
+        self.metrics.drain_blocked_seconds.set(0.0);
+        match result {
+            Ok(report) => {
+                tracing::info!(evicted = report.evicted.len(), skipped = report.skipped.len(), "node drained");
+                j.progress.cordoned_by_us = true;
+                Ok(true)
+            }
+            Err(e) => {
+                side.event(NodeEvent::warning(EventReason::FailedToDrain, e.to_string())).await;
+                Err(anyhow::Error::new(e))
+            }
+        }
+    }
+
+    async fn apply_host(&self, j: &Journal, target: &MachineConfig) -> anyhow::Result<()> {
+        if let Some(side) = self.cluster {
+            side.conditions(&[ConditionChange::child(Cond::UpdateExecuted, Cond::AppliedFilesAndOS, Status::Unknown, "Applying files and new OS config to node")]).await;
+        }
+        let (root, from, target, plan) = (self.root.clone(), j.from_config()?, target.clone(), j.plan.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            host::apply(&root, &from, &target, &plan, ApplyOptions { dry_run: false, write_odc: false })
+        })
+        .await
+        .context("the host apply task panicked")?
+        .map_err(|e| anyhow::anyhow!("writing the config to the node failed: {e}"))?;
+        tracing::info!(operations = report.operations.len(), "host part written");
+        Ok(())
+    }
+
+    async fn stage(&self, j: &Journal, target: &MachineConfig) -> anyhow::Result<()> {
+        let Some(change) = OsChange::from_plan(&j.plan, target) else { return Ok(()) };
+        if let Some(side) = self.cluster {
+            side.event(NodeEvent::normal(EventReason::OSUpdateStarted, describe_change(&change))).await;
+        }
+        let outcome = match self.os.stage(&change).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics.pivot_errors.inc();
+                return Err(pull_error(e, change.image.as_deref().unwrap_or("the booted image")));
+            }
+        };
+        self.metrics.pivot_errors.set(0);
+        let msg = match &outcome {
+            StageOutcome::Staged(d) => format!("Staged deployment {} ({})", d.id(), d.image.as_deref().unwrap_or("same image")),
+            StageOutcome::Unchanged(role, d) => format!("The {role} deployment {} already matches", d.id()),
+        };
+        tracing::info!("{msg}");
+        if let Some(side) = self.cluster {
+            side.event(NodeEvent::normal(EventReason::OSUpdateStaged, msg)).await;
+        }
+        Ok(())
+    }
+
+    async fn request_reboot(&self, j: &Journal) -> anyhow::Result<()> {
+        let reason = format!("update to {}", j.progress.target);
+        if let Some(side) = self.cluster {
+            side.conditions(&[
+                ConditionChange::child(Cond::UpdateExecuted, Cond::AppliedFilesAndOS, Status::True, "Applied files and new OS config to node"),
+                ConditionChange::child(Cond::UpdatePostActionComplete, Cond::RebootedNode, Status::Unknown, "Upgrade requires a reboot. Currently doing this as the post update action."),
+            ])
+            .await;
+            side.event(NodeEvent::normal(EventReason::Reboot, format!("Node will reboot into config {}", j.progress.target.config))).await;
+            side.annotations
+                .write(
+                    crate::cluster::annotations::AnnotationChanges::new()
+                        .set(crate::cluster::annotations::POST_CONFIG_ACTION, "Rebooting"),
+                    side.node().as_ref(),
+                )
+                .await?;
+        }
+        if j.progress.os_image.is_none() && !j.plan.touches_os() {
+            tracing::info!("rebooting: no OS deployment was staged");
+        }
+        // Ordered after ostree-finalize-staged whenever this is an ostree host.
+        let after_finalize = std::path::Path::new("/run/ostree-booted").exists();
+        self.metrics.reboots_requested.inc();
+        if let Err(e) = self.systemd.reboot(&reason, after_finalize).await {
+            self.metrics.reboots_failed.inc();
+            return Err(e.context("failed to reboot"));
+        }
+        tracing::info!(reason = %reason, "reboot requested");
+        Ok(())
+    }
+
+    /// Rebootless: run the post-config actions in order (daemon-reload first, as the plan orders them).
+    async fn post_actions(&self, j: &Journal) -> anyhow::Result<()> {
+        for action in &j.plan.actions {
+            let (result, ok, failed, what) = match action {
+                Action::None | Action::Drain | Action::Reboot => continue,
+                Action::DaemonReload => (self.systemd.daemon_reload().await, EventReason::ServiceReload, EventReason::FailedServiceReload, "systemd daemon-reload".to_string()),
+                Action::Reload { unit } => (self.systemd.reload_unit(unit).await, EventReason::ServiceReload, EventReason::FailedServiceReload, format!("reload of {unit}")),
+                Action::Restart { unit } => (self.systemd.restart_unit(unit).await, EventReason::ServiceRestart, EventReason::FailedServiceRestart, format!("restart of {unit}")),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!("post-config action: {what} done");
+                    if let Some(side) = self.cluster {
+                        side.event(NodeEvent::normal(ok, format!("{what} done for config {}", j.progress.target.config))).await;
+                    }
+                }
+                Err(e) => {
+                    if let Some(side) = self.cluster {
+                        side.event(NodeEvent::warning(failed, format!("{e:#}"))).await;
+                    }
+                    return Err(e.context(format!("post-config action {what} failed")));
+                }
+            }
+        }
+        if let Some(side) = self.cluster {
+            side.conditions(&[
+                ConditionChange::child(Cond::UpdateExecuted, Cond::AppliedFilesAndOS, Status::True, "Applied files and new OS config to node"),
+                ConditionChange::new(Cond::UpdatePostActionComplete, Status::True, "UpdatePostActionComplete", "Completed the post update actions without a reboot"),
+            ])
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn verify(&self, j: &mut Journal, target: &MachineConfig) -> anyhow::Result<Verdict> {
+        let status = self.os.status().await.context("reading the OS status")?;
+        let mut boot_problems = Vec::new();
+        if let Some(p) = verify::os_problem(target, status.booted.as_ref()) {
+            boot_problems.push(p);
+        }
+        let missing = verify::missing_kargs(target, &self.env.cmdline(&status)?);
+        if !missing.is_empty() {
+            boot_problems.push(format!("kernel arguments missing from the running kernel: {}", missing.join(" ")));
+        }
+        if !boot_problems.is_empty() {
+            let evidence = boot_problems.join("; ");
+            if !j.progress.reboot {
+                // Nothing was rebooted: the OS is not what the config pins, and re-staging cannot be right.
+                anyhow::bail!("the running OS does not match config {}: {evidence}", target.name);
+            }
+            if j.progress.restage(evidence.clone()).is_ok() {
+                tracing::warn!(evidence = %evidence, "the node did not boot what was staged (power loss or a failed ostree-finalize-staged?); staging it once more");
+                if let Some(side) = self.cluster {
+                    side.event(NodeEvent::warning(EventReason::FailedFinalization, format!("Booted the previous deployment: {evidence}; staging again once"))).await;
+                }
+                return Ok(Verdict::Restage);
+            }
+            let first = j.progress.restage_reason.clone().unwrap_or_default();
+            let reason = format!(
+                "the node did not boot config {} after staging it twice: {evidence} (first attempt: {first}); check `journalctl -b -1 -u ostree-finalize-staged`, then touch {} to try again",
+                target.name,
+                crate::config::paths::FORCEFILE
+            );
+            j.progress.fail(reason.clone());
+            return Ok(Verdict::Failed(reason));
+        }
+        let (root, t) = (self.root.clone(), target.clone());
+        let mismatches = tokio::task::spawn_blocking(move || host::validate(&root, &t)).await.context("the validation task panicked")??;
+        if !mismatches.is_empty() {
+            if let Some(side) = self.cluster {
+                side.event(NodeEvent::warning(EventReason::OnDiskStateValidationFailed, verify::describe_mismatches(&target.name, &mismatches))).await;
+            }
+            anyhow::bail!("{}", verify::describe_mismatches(&target.name, &mismatches));
+        }
+        Ok(Verdict::Good)
+    }
+
+    /// Record the new config on disk, drop the journal, report Done and uncordon.
+    async fn complete(&self, j: &Journal) -> anyhow::Result<()> {
+        let received = MachineConfig::from_value(j.target.clone()).map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
+        let image = j.progress.target.image.clone();
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            host::odc::write_current_config(&root, &received)?;
+            host::odc::write_current_image(&root, image.as_deref())
+        })
+        .await
+        .context("the ODC task panicked")??;
+        journal::remove(self.root)?;
+        self.metrics.updates_completed.inc();
+        self.metrics.set_update_state(&j.progress.target.config, "");
+        let Some(side) = self.cluster else { return Ok(()) };
+        let node = side.node();
+        let desired_image_empty = node
+            .as_ref()
+            .and_then(|n| crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE))
+            .is_none_or(str::is_empty);
+        if j.progress.cordoned_by_us {
+            let drainer = side.drainer(self.metrics);
+            let result = match side.drain_mode {
+                DrainMode::SelfDrain => drainer.uncordon().await.map(|_| ()),
+                DrainMode::Controller => drainer.controller_uncordon(&j.progress.target.config).await,
+            };
+            if let Err(e) = result {
+                side.event(NodeEvent::warning(EventReason::FailedToUncordon, e.to_string())).await;
+                return Err(anyhow::Error::new(e).context("uncordoning the node"));
+            }
+        }
+        side.annotations
+            .write(
+                crate::cluster::annotations::AnnotationChanges::new().done(
+                    &j.progress.target.config,
+                    j.progress.target.image.as_deref(),
+                    desired_image_empty,
+                ),
+                node.as_ref(),
+            )
+            .await?;
+        self.metrics.set_state("Done", "");
+        side.conditions(&[
+            ConditionChange::new(Cond::Resumed, Status::True, "Resumed", format!("In desired config {}. Resumed normal operations.", j.progress.target.config)),
+            ConditionChange::new(Cond::Updated, Status::True, "Updated", format!("Node {} Updated", self.node_name)),
+        ])
+        .await;
+        side.event(NodeEvent::normal(EventReason::NodeDone, format!("Setting node {}, currentConfig {} to Done", self.node_name, j.progress.target.config))).await;
+        tracing::info!(config = %j.progress.target.config, image = j.progress.target.image.as_deref().unwrap_or(""), "update complete: Done");
+        Ok(())
+    }
+}
+
+enum Verdict {
+    Good,
+    Restage,
+    Failed(String),
+}
+
+fn describe_change(c: &OsChange) -> String {
+    let mut parts = Vec::new();
+    if let Some(i) = &c.image {
+        parts.push(format!("image {i}"));
+    }
+    if !c.kargs.is_empty() {
+        parts.push(format!("kernel arguments -[{}] +[{}]", c.kargs.remove.join(" "), c.kargs.add.join(" ")));
+    }
+    if let Some(k) = c.kernel_type {
+        parts.push(format!("kernel type {k}"));
+    }
+    if c.extensions.is_some() {
+        parts.push("extensions".into());
+    }
+    format!("Staging {}", parts.join(", "))
+}
+
+/// One sentence for an image problem; a `PullError` already is one.
+fn pull_error(e: anyhow::Error, image: &str) -> anyhow::Error {
+    if e.downcast_ref::<PullError>().is_some() {
+        e
+    } else {
+        e.context(format!("staging OS image {image} failed"))
+    }
+}
+
+/// How long a pending reboot may take before the daemon reports it (systemd stops us well before).
+pub const REBOOT_GRACE: Duration = Duration::from_secs(600);
