@@ -26,6 +26,11 @@ pub enum Command {
     Plan(PlanArgs),
     /// Show the booted, staged and rollback OS deployments (image, digest, version, checksum, kargs).
     Status(crate::os::StatusArgs),
+    /// Run the daemon: watch this node, apply its desired config and OS image, report through annotations.
+    Start(StartArgs),
+    /// First boot (install-time layering, no API server): apply the encapsulated MachineConfig, reboot once.
+    #[command(name = "firstboot-complete-machineconfig")]
+    FirstbootCompleteMachineconfig(FirstbootArgs),
     /// Write the host part of an update (files, units, SSH keys, password) onto a node root.
     Apply(ApplyArgs),
     /// Check that a node root holds what a MachineConfig says; list every mismatch.
@@ -99,6 +104,73 @@ pub struct ValidateArgs {
     pub output: OutputFormat,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// The node this daemon runs on (its Node object's name).
+    #[arg(long, env = "NODE_NAME", value_name = "NODE")]
+    pub node_name: String,
+    /// API credentials; omitted: the pod's service account, else the kubelet's /var/lib/kubelet/kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node's root filesystem.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The ostree sysroot.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub sysroot: PathBuf,
+    /// Drain ourselves (Eviction API) or through the MCO drain controller.
+    #[arg(long, value_enum, default_value_t)]
+    pub drain_mode: crate::daemon::update::DrainMode,
+    /// Give up a drain after this long, naming the pods that block it (e.g. 90s, 30m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
+    /// Where /metrics and /healthz are served.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8797")]
+    pub metrics_listen: std::net::SocketAddr,
+    /// Which OS backend to use.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: crate::os::BackendKind,
+    /// TEST ONLY, never on a node: treat the sysroot's default deployment as booted and read the boot id
+    /// from FILE (a test harness simulates reboots by rewriting it and restarting the daemon).
+    #[arg(long, value_name = "FILE", help_heading = "Test-only options")]
+    pub test_only_simulated_boot: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FirstbootArgs {
+    /// The MachineConfig to apply (default: <root>/etc/ignition-machine-config-encapsulated.json).
+    #[arg(long, value_name = "FILE")]
+    pub machineconfig_file: Option<PathBuf>,
+    /// The node's root filesystem.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The ostree sysroot.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub sysroot: PathBuf,
+    /// Which OS backend to use.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: crate::os::BackendKind,
+    /// TEST ONLY, never on a node: treat the sysroot's default deployment as booted; boot id from FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Test-only options")]
+    pub test_only_simulated_boot: Option<PathBuf>,
+}
+
+/// `90s`, `30m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// Exit codes shared by `plan`, `apply` and `validate`.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -134,8 +206,15 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    crate::logging::init_cli();
+    match &cli.command {
+        Command::Start(_) | Command::FirstbootCompleteMachineconfig(_) => {
+            crate::logging::init_service()
+        }
+        _ => crate::logging::init_cli(),
+    }
     let result = match cli.command {
+        Command::Start(args) => run_start(args),
+        Command::FirstbootCompleteMachineconfig(args) => run_firstboot(args),
         Command::Plan(args) => run_plan(&args),
         Command::Status(args) => crate::os::run_status(&args).map_err(CliError::Failed),
         Command::Apply(args) => run_apply(&args),
@@ -465,4 +544,57 @@ fn run_validate(args: &ValidateArgs) -> Result<u8, CliError> {
     } else {
         exit::FAILURE
     })
+}
+
+fn run_start(args: StartArgs) -> Result<u8, CliError> {
+    let opts = crate::daemon::service::StartOptions {
+        node_name: args.node_name,
+        kubeconfig: args.kubeconfig,
+        root: args.root,
+        sysroot: args.sysroot,
+        drain_mode: args.drain_mode,
+        drain_timeout: args.drain_timeout,
+        metrics_listen: args.metrics_listen,
+        backend: args.backend,
+        test_only_simulated_boot: args.test_only_simulated_boot,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(e.into()))?;
+    runtime
+        .block_on(crate::daemon::service::run(opts))
+        .map_err(CliError::Failed)?;
+    Ok(exit::OK)
+}
+
+fn run_firstboot(args: FirstbootArgs) -> Result<u8, CliError> {
+    use crate::daemon::firstboot::{FirstbootOptions, FirstbootOutcome, run};
+    let opts = FirstbootOptions {
+        machineconfig_file: args.machineconfig_file,
+        root: args.root,
+        sysroot: args.sysroot,
+        backend: args.backend,
+        test_only_simulated_boot: args.test_only_simulated_boot,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(e.into()))?;
+    match runtime.block_on(run(opts)).map_err(CliError::Failed)? {
+        FirstbootOutcome::NothingToDo(why) => {
+            println!("first boot: nothing to do: {why}");
+            Ok(exit::OK)
+        }
+        FirstbootOutcome::Rebooting => {
+            println!("first boot: config applied, rebooting");
+            Ok(exit::OK)
+        }
+        FirstbootOutcome::Invalid(msg) => Err(CliError::Invalid(msg)),
+        FirstbootOutcome::Unreconcilable(msg) => {
+            eprintln!("{msg}");
+            Ok(exit::UNRECONCILABLE)
+        }
+    }
 }

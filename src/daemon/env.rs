@@ -40,7 +40,11 @@ impl NodeEnv {
     /// Test-only: the boot id from a file the test harness rewrites on each simulated boot, the kernel
     /// arguments from the booted deployment.
     pub fn simulated(root: &Path, boot_id_file: &Path) -> Self {
-        NodeEnv { root: root.to_path_buf(), boot_id_file: boot_id_file.to_path_buf(), cmdline: CmdlineSource::BootedDeployment }
+        NodeEnv {
+            root: root.to_path_buf(),
+            boot_id_file: boot_id_file.to_path_buf(),
+            cmdline: CmdlineSource::BootedDeployment,
+        }
     }
 
     pub fn boot_id(&self) -> anyhow::Result<String> {
@@ -53,12 +57,16 @@ impl NodeEnv {
     pub fn cmdline(&self, status: &OsStatus) -> anyhow::Result<Vec<String>> {
         match &self.cmdline {
             CmdlineSource::Proc(path) => {
-                let line = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                Ok(crate::config::kargs::split(line.trim()).unwrap_or_else(|_| {
-                    line.split_whitespace().map(str::to_string).collect()
-                }))
+                let line = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok(crate::config::kargs::split(line.trim())
+                    .unwrap_or_else(|_| line.split_whitespace().map(str::to_string).collect()))
             }
-            CmdlineSource::BootedDeployment => Ok(status.booted.as_ref().map(|d| d.kernel_arguments.clone()).unwrap_or_default()),
+            CmdlineSource::BootedDeployment => Ok(status
+                .booted
+                .as_ref()
+                .map(|d| d.kernel_arguments.clone())
+                .unwrap_or_default()),
         }
     }
 

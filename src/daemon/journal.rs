@@ -56,10 +56,7 @@ impl Journal {
     pub fn target_config(&self) -> anyhow::Result<MachineConfig> {
         let mc = MachineConfig::from_value(self.target.clone())
             .map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
-        Ok(with_target_image(
-            mc,
-            self.progress.target.image.as_deref(),
-        )?)
+        with_target_image(mc, self.progress.target.image.as_deref())
     }
 }
 

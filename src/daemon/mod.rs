@@ -2,8 +2,11 @@
 //! that executes decisions against the cluster, the host, the OS backend and systemd.
 
 pub mod decide;
+pub mod driver;
 pub mod env;
+pub mod firstboot;
 pub mod journal;
+pub mod service;
 pub mod state;
 pub mod update;
 pub mod verify;

@@ -15,7 +15,9 @@ use super::state::Phase;
 use super::verify;
 use crate::cluster::drain::{BlockedPod, DrainObserver, drain_not_required};
 use crate::cluster::mcn::{ConditionChange, ConditionType as Cond, Status};
-use crate::cluster::{AnnotationWriter, Cluster, DrainOptions, Drainer, EventReason, McnWriter, NodeEvent, NodeState};
+use crate::cluster::{
+    AnnotationWriter, Cluster, DrainOptions, Drainer, EventReason, McnWriter, NodeEvent, NodeState,
+};
 use crate::config::MachineConfig;
 use crate::host::{self, ApplyOptions, Root};
 use crate::metrics::Metrics;
@@ -47,7 +49,13 @@ pub struct ClusterSide<C> {
 }
 
 impl<C: Cluster + 'static> ClusterSide<C> {
-    pub fn new(cluster: Arc<C>, pool: &str, nodes: watch::Receiver<Option<Node>>, drain_mode: DrainMode, drain_options: DrainOptions) -> Self {
+    pub fn new(
+        cluster: Arc<C>,
+        pool: &str,
+        nodes: watch::Receiver<Option<Node>>,
+        drain_mode: DrainMode,
+        drain_options: DrainOptions,
+    ) -> Self {
         ClusterSide {
             annotations: AnnotationWriter::new(cluster.clone()),
             mcn: Arc::new(McnWriter::new(cluster.clone(), pool)),
@@ -79,7 +87,9 @@ impl<C: Cluster + 'static> ClusterSide<C> {
 
     pub async fn state(&self, state: NodeState, reason: &str) -> anyhow::Result<()> {
         let node = self.node();
-        self.annotations.set_state(state, reason, node.as_ref()).await?;
+        self.annotations
+            .set_state(state, reason, node.as_ref())
+            .await?;
         Ok(())
     }
 
@@ -132,12 +142,18 @@ pub struct Executor<'a, C, O, S> {
 
 impl<C, O, S> std::fmt::Debug for Executor<'_, C, O, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("node", &self.node_name).field("root", &self.root.path()).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("node", &self.node_name)
+            .field("root", &self.root.path())
+            .finish_non_exhaustive()
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl<C, O, S> Executor<'_, C, O, S>
@@ -175,7 +191,9 @@ where
             let span = tracing::info_span!("phase", phase = next.as_str(), config = %j.progress.target.config);
             let _enter = span.enter();
             match next {
-                Phase::Planned => unreachable!("Planned is where an update starts, never a next phase"),
+                Phase::Planned => {
+                    unreachable!("Planned is where an update starts, never a next phase")
+                }
                 Phase::Prefetched => {
                     if !self.prefetch(j).await? {
                         return Ok(Outcome::Interrupted);
@@ -218,13 +236,17 @@ where
             j.progress.advance(next)?;
             self.save(j)?;
             self.metrics.observe_phase(next.as_str(), started.elapsed());
-            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "phase {next} done");
+            tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "phase {next} done"
+            );
         }
     }
 
     /// Pull the image into the local repo while the node still serves. Returns false when stopped.
     async fn prefetch(&self, j: &Journal) -> anyhow::Result<bool> {
-        let Some(image) = OsChange::from_plan(&j.plan, &j.target_config()?).and_then(|c| c.image) else {
+        let Some(image) = OsChange::from_plan(&j.plan, &j.target_config()?).and_then(|c| c.image)
+        else {
             return Ok(true);
         };
         tracing::info!(image = %image, "prefetching the OS image while the node still serves");
@@ -249,13 +271,25 @@ where
 
     /// `state=Working`, then cordon and drain when the plan says so. Returns false when stopped.
     async fn drain(&self, j: &mut Journal) -> anyhow::Result<bool> {
-        let Some(side) = self.cluster else { return Ok(true) };
+        let Some(side) = self.cluster else {
+            return Ok(true);
+        };
         side.state(NodeState::Working, "").await?;
         self.metrics.set_state("Working", "");
         let node = side.node();
         if !j.plan.drain || node.as_ref().is_some_and(drain_not_required) {
-            let why = if j.plan.drain { "not required: single-replica control plane" } else { "not required for this change" };
-            side.conditions(&[ConditionChange::child(Cond::UpdateExecuted, Cond::Drained, Status::False, format!("Drain {why}"))]).await;
+            let why = if j.plan.drain {
+                "not required: single-replica control plane"
+            } else {
+                "not required for this change"
+            };
+            side.conditions(&[ConditionChange::child(
+                Cond::UpdateExecuted,
+                Cond::Drained,
+                Status::False,
+                format!("Drain {why}"),
+            )])
+            .await;
             return Ok(true);
         }
         let drainer = side.drainer(self.metrics);
@@ -272,12 +306,20 @@ where
         self.metrics.drain_blocked_seconds.set(0.0);
         match result {
             Ok(report) => {
-                tracing::info!(evicted = report.evicted.len(), skipped = report.skipped.len(), "node drained");
+                tracing::info!(
+                    evicted = report.evicted.len(),
+                    skipped = report.skipped.len(),
+                    "node drained"
+                );
                 j.progress.cordoned_by_us = true;
                 Ok(true)
             }
             Err(e) => {
-                side.event(NodeEvent::warning(EventReason::FailedToDrain, e.to_string())).await;
+                side.event(NodeEvent::warning(
+                    EventReason::FailedToDrain,
+                    e.to_string(),
+                ))
+                .await;
                 Err(anyhow::Error::new(e))
             }
         }
@@ -285,11 +327,31 @@ where
 
     async fn apply_host(&self, j: &Journal, target: &MachineConfig) -> anyhow::Result<()> {
         if let Some(side) = self.cluster {
-            side.conditions(&[ConditionChange::child(Cond::UpdateExecuted, Cond::AppliedFilesAndOS, Status::Unknown, "Applying files and new OS config to node")]).await;
+            side.conditions(&[ConditionChange::child(
+                Cond::UpdateExecuted,
+                Cond::AppliedFilesAndOS,
+                Status::Unknown,
+                "Applying files and new OS config to node",
+            )])
+            .await;
         }
-        let (root, from, target, plan) = (self.root.clone(), j.from_config()?, target.clone(), j.plan.clone());
+        let (root, from, target, plan) = (
+            self.root.clone(),
+            j.from_config()?,
+            target.clone(),
+            j.plan.clone(),
+        );
         let report = tokio::task::spawn_blocking(move || {
-            host::apply(&root, &from, &target, &plan, ApplyOptions { dry_run: false, write_odc: false })
+            host::apply(
+                &root,
+                &from,
+                &target,
+                &plan,
+                ApplyOptions {
+                    dry_run: false,
+                    write_odc: false,
+                },
+            )
         })
         .await
         .context("the host apply task panicked")?
@@ -299,25 +361,41 @@ where
     }
 
     async fn stage(&self, j: &Journal, target: &MachineConfig) -> anyhow::Result<()> {
-        let Some(change) = OsChange::from_plan(&j.plan, target) else { return Ok(()) };
+        let Some(change) = OsChange::from_plan(&j.plan, target) else {
+            return Ok(());
+        };
         if let Some(side) = self.cluster {
-            side.event(NodeEvent::normal(EventReason::OSUpdateStarted, describe_change(&change))).await;
+            side.event(NodeEvent::normal(
+                EventReason::OSUpdateStarted,
+                describe_change(&change),
+            ))
+            .await;
         }
         let outcome = match self.os.stage(&change).await {
             Ok(o) => o,
             Err(e) => {
                 self.metrics.pivot_errors.inc();
-                return Err(pull_error(e, change.image.as_deref().unwrap_or("the booted image")));
+                return Err(pull_error(
+                    e,
+                    change.image.as_deref().unwrap_or("the booted image"),
+                ));
             }
         };
         self.metrics.pivot_errors.set(0);
         let msg = match &outcome {
-            StageOutcome::Staged(d) => format!("Staged deployment {} ({})", d.id(), d.image.as_deref().unwrap_or("same image")),
-            StageOutcome::Unchanged(role, d) => format!("The {role} deployment {} already matches", d.id()),
+            StageOutcome::Staged(d) => format!(
+                "Staged deployment {} ({})",
+                d.id(),
+                d.image.as_deref().unwrap_or("same image")
+            ),
+            StageOutcome::Unchanged(role, d) => {
+                format!("The {role} deployment {} already matches", d.id())
+            }
         };
         tracing::info!("{msg}");
         if let Some(side) = self.cluster {
-            side.event(NodeEvent::normal(EventReason::OSUpdateStaged, msg)).await;
+            side.event(NodeEvent::normal(EventReason::OSUpdateStaged, msg))
+                .await;
         }
         Ok(())
     }
@@ -326,11 +404,25 @@ where
         let reason = format!("update to {}", j.progress.target);
         if let Some(side) = self.cluster {
             side.conditions(&[
-                ConditionChange::child(Cond::UpdateExecuted, Cond::AppliedFilesAndOS, Status::True, "Applied files and new OS config to node"),
-                ConditionChange::child(Cond::UpdatePostActionComplete, Cond::RebootedNode, Status::Unknown, "Upgrade requires a reboot. Currently doing this as the post update action."),
+                ConditionChange::child(
+                    Cond::UpdateExecuted,
+                    Cond::AppliedFilesAndOS,
+                    Status::True,
+                    "Applied files and new OS config to node",
+                ),
+                ConditionChange::child(
+                    Cond::UpdatePostActionComplete,
+                    Cond::RebootedNode,
+                    Status::Unknown,
+                    "Upgrade requires a reboot. Currently doing this as the post update action.",
+                ),
             ])
             .await;
-            side.event(NodeEvent::normal(EventReason::Reboot, format!("Node will reboot into config {}", j.progress.target.config))).await;
+            side.event(NodeEvent::normal(
+                EventReason::Reboot,
+                format!("Node will reboot into config {}", j.progress.target.config),
+            ))
+            .await;
             side.annotations
                 .write(
                     crate::cluster::annotations::AnnotationChanges::new()
@@ -358,20 +450,40 @@ where
         for action in &j.plan.actions {
             let (result, ok, failed, what) = match action {
                 Action::None | Action::Drain | Action::Reboot => continue,
-                Action::DaemonReload => (self.systemd.daemon_reload().await, EventReason::ServiceReload, EventReason::FailedServiceReload, "systemd daemon-reload".to_string()),
-                Action::Reload { unit } => (self.systemd.reload_unit(unit).await, EventReason::ServiceReload, EventReason::FailedServiceReload, format!("reload of {unit}")),
-                Action::Restart { unit } => (self.systemd.restart_unit(unit).await, EventReason::ServiceRestart, EventReason::FailedServiceRestart, format!("restart of {unit}")),
+                Action::DaemonReload => (
+                    self.systemd.daemon_reload().await,
+                    EventReason::ServiceReload,
+                    EventReason::FailedServiceReload,
+                    "systemd daemon-reload".to_string(),
+                ),
+                Action::Reload { unit } => (
+                    self.systemd.reload_unit(unit).await,
+                    EventReason::ServiceReload,
+                    EventReason::FailedServiceReload,
+                    format!("reload of {unit}"),
+                ),
+                Action::Restart { unit } => (
+                    self.systemd.restart_unit(unit).await,
+                    EventReason::ServiceRestart,
+                    EventReason::FailedServiceRestart,
+                    format!("restart of {unit}"),
+                ),
             };
             match result {
                 Ok(()) => {
                     tracing::info!("post-config action: {what} done");
                     if let Some(side) = self.cluster {
-                        side.event(NodeEvent::normal(ok, format!("{what} done for config {}", j.progress.target.config))).await;
+                        side.event(NodeEvent::normal(
+                            ok,
+                            format!("{what} done for config {}", j.progress.target.config),
+                        ))
+                        .await;
                     }
                 }
                 Err(e) => {
                     if let Some(side) = self.cluster {
-                        side.event(NodeEvent::warning(failed, format!("{e:#}"))).await;
+                        side.event(NodeEvent::warning(failed, format!("{e:#}")))
+                            .await;
                     }
                     return Err(e.context(format!("post-config action {what} failed")));
                 }
@@ -379,8 +491,18 @@ where
         }
         if let Some(side) = self.cluster {
             side.conditions(&[
-                ConditionChange::child(Cond::UpdateExecuted, Cond::AppliedFilesAndOS, Status::True, "Applied files and new OS config to node"),
-                ConditionChange::new(Cond::UpdatePostActionComplete, Status::True, "UpdatePostActionComplete", "Completed the post update actions without a reboot"),
+                ConditionChange::child(
+                    Cond::UpdateExecuted,
+                    Cond::AppliedFilesAndOS,
+                    Status::True,
+                    "Applied files and new OS config to node",
+                ),
+                ConditionChange::new(
+                    Cond::UpdatePostActionComplete,
+                    Status::True,
+                    "UpdatePostActionComplete",
+                    "Completed the post update actions without a reboot",
+                ),
             ])
             .await;
         }
@@ -395,18 +517,28 @@ where
         }
         let missing = verify::missing_kargs(target, &self.env.cmdline(&status)?);
         if !missing.is_empty() {
-            boot_problems.push(format!("kernel arguments missing from the running kernel: {}", missing.join(" ")));
+            boot_problems.push(format!(
+                "kernel arguments missing from the running kernel: {}",
+                missing.join(" ")
+            ));
         }
         if !boot_problems.is_empty() {
             let evidence = boot_problems.join("; ");
             if !j.progress.reboot {
                 // Nothing was rebooted: the OS is not what the config pins, and re-staging cannot be right.
-                anyhow::bail!("the running OS does not match config {}: {evidence}", target.name);
+                anyhow::bail!(
+                    "the running OS does not match config {}: {evidence}",
+                    target.name
+                );
             }
             if j.progress.restage(evidence.clone()).is_ok() {
                 tracing::warn!(evidence = %evidence, "the node did not boot what was staged (power loss or a failed ostree-finalize-staged?); staging it once more");
                 if let Some(side) = self.cluster {
-                    side.event(NodeEvent::warning(EventReason::FailedFinalization, format!("Booted the previous deployment: {evidence}; staging again once"))).await;
+                    side.event(NodeEvent::warning(
+                        EventReason::FailedFinalization,
+                        format!("Booted the previous deployment: {evidence}; staging again once"),
+                    ))
+                    .await;
                 }
                 return Ok(Verdict::Restage);
             }
@@ -420,10 +552,16 @@ where
             return Ok(Verdict::Failed(reason));
         }
         let (root, t) = (self.root.clone(), target.clone());
-        let mismatches = tokio::task::spawn_blocking(move || host::validate(&root, &t)).await.context("the validation task panicked")??;
+        let mismatches = tokio::task::spawn_blocking(move || host::validate(&root, &t))
+            .await
+            .context("the validation task panicked")??;
         if !mismatches.is_empty() {
             if let Some(side) = self.cluster {
-                side.event(NodeEvent::warning(EventReason::OnDiskStateValidationFailed, verify::describe_mismatches(&target.name, &mismatches))).await;
+                side.event(NodeEvent::warning(
+                    EventReason::OnDiskStateValidationFailed,
+                    verify::describe_mismatches(&target.name, &mismatches),
+                ))
+                .await;
             }
             anyhow::bail!("{}", verify::describe_mismatches(&target.name, &mismatches));
         }
@@ -432,7 +570,8 @@ where
 
     /// Record the new config on disk, drop the journal, report Done and uncordon.
     async fn complete(&self, j: &Journal) -> anyhow::Result<()> {
-        let received = MachineConfig::from_value(j.target.clone()).map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
+        let received = MachineConfig::from_value(j.target.clone())
+            .map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
         let image = j.progress.target.image.clone();
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -444,20 +583,30 @@ where
         journal::remove(self.root)?;
         self.metrics.updates_completed.inc();
         self.metrics.set_update_state(&j.progress.target.config, "");
-        let Some(side) = self.cluster else { return Ok(()) };
+        let Some(side) = self.cluster else {
+            return Ok(());
+        };
         let node = side.node();
         let desired_image_empty = node
             .as_ref()
-            .and_then(|n| crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE))
+            .and_then(|n| {
+                crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE)
+            })
             .is_none_or(str::is_empty);
         if j.progress.cordoned_by_us {
             let drainer = side.drainer(self.metrics);
             let result = match side.drain_mode {
                 DrainMode::SelfDrain => drainer.uncordon().await.map(|_| ()),
-                DrainMode::Controller => drainer.controller_uncordon(&j.progress.target.config).await,
+                DrainMode::Controller => {
+                    drainer.controller_uncordon(&j.progress.target.config).await
+                }
             };
             if let Err(e) = result {
-                side.event(NodeEvent::warning(EventReason::FailedToUncordon, e.to_string())).await;
+                side.event(NodeEvent::warning(
+                    EventReason::FailedToUncordon,
+                    e.to_string(),
+                ))
+                .await;
                 return Err(anyhow::Error::new(e).context("uncordoning the node"));
             }
         }
@@ -473,11 +622,31 @@ where
             .await?;
         self.metrics.set_state("Done", "");
         side.conditions(&[
-            ConditionChange::new(Cond::Resumed, Status::True, "Resumed", format!("In desired config {}. Resumed normal operations.", j.progress.target.config)),
-            ConditionChange::new(Cond::Updated, Status::True, "Updated", format!("Node {} Updated", self.node_name)),
+            ConditionChange::new(
+                Cond::Resumed,
+                Status::True,
+                "Resumed",
+                format!(
+                    "In desired config {}. Resumed normal operations.",
+                    j.progress.target.config
+                ),
+            ),
+            ConditionChange::new(
+                Cond::Updated,
+                Status::True,
+                "Updated",
+                format!("Node {} Updated", self.node_name),
+            ),
         ])
         .await;
-        side.event(NodeEvent::normal(EventReason::NodeDone, format!("Setting node {}, currentConfig {} to Done", self.node_name, j.progress.target.config))).await;
+        side.event(NodeEvent::normal(
+            EventReason::NodeDone,
+            format!(
+                "Setting node {}, currentConfig {} to Done",
+                self.node_name, j.progress.target.config
+            ),
+        ))
+        .await;
         tracing::info!(config = %j.progress.target.config, image = j.progress.target.image.as_deref().unwrap_or(""), "update complete: Done");
         Ok(())
     }
@@ -495,7 +664,11 @@ fn describe_change(c: &OsChange) -> String {
         parts.push(format!("image {i}"));
     }
     if !c.kargs.is_empty() {
-        parts.push(format!("kernel arguments -[{}] +[{}]", c.kargs.remove.join(" "), c.kargs.add.join(" ")));
+        parts.push(format!(
+            "kernel arguments -[{}] +[{}]",
+            c.kargs.remove.join(" "),
+            c.kargs.add.join(" ")
+        ));
     }
     if let Some(k) = c.kernel_type {
         parts.push(format!("kernel type {k}"));

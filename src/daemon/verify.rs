@@ -7,7 +7,10 @@ use crate::os::Deployment;
 
 /// Does `deployment` run `wanted` (a pullspec)? By digest when `wanted` pins one, else by the pullspec.
 pub fn image_matches(deployment: &Deployment, wanted: &str) -> bool {
-    match ImageRef::parse(wanted).ok().and_then(|r| r.digest().map(str::to_string)) {
+    match ImageRef::parse(wanted)
+        .ok()
+        .and_then(|r| r.digest().map(str::to_string))
+    {
         Some(digest) => deployment.image_digest.as_deref() == Some(digest.as_str()),
         None => deployment.image.as_deref() == Some(wanted),
     }
@@ -17,7 +20,9 @@ pub fn image_matches(deployment: &Deployment, wanted: &str) -> bool {
 pub fn os_problem(config: &MachineConfig, booted: Option<&Deployment>) -> Option<String> {
     let wanted = config.os_image()?;
     match booted {
-        None => Some(format!("no booted deployment was found, expected image {wanted}")),
+        None => Some(format!(
+            "no booted deployment was found, expected image {wanted}"
+        )),
         Some(d) if image_matches(d, wanted) => None,
         Some(d) => Some(format!(
             "the booted deployment {} runs image {} ({}), expected {wanted}",
@@ -44,10 +49,21 @@ pub fn missing_kargs(config: &MachineConfig, cmdline: &[String]) -> Vec<String> 
 /// The one-sentence reason for on-disk mismatches (first few named, the count given).
 pub fn describe_mismatches(config: &str, mismatches: &[Mismatch]) -> String {
     const SHOWN: usize = 5;
-    let shown: Vec<String> = mismatches.iter().take(SHOWN).map(|m| m.message.clone()).collect();
+    let shown: Vec<String> = mismatches
+        .iter()
+        .take(SHOWN)
+        .map(|m| m.message.clone())
+        .collect();
     let more = mismatches.len().saturating_sub(SHOWN);
-    let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };
-    format!("unexpected on-disk state validating against {config}: {}{tail}", shown.join("; "))
+    let tail = if more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    };
+    format!(
+        "unexpected on-disk state validating against {config}: {}{tail}",
+        shown.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -84,18 +100,38 @@ mod tests {
         assert!(image_matches(&d, &format!("127.0.0.1:5000/os@{DIGEST}")));
         assert!(image_matches(&d, "127.0.0.1:5000/os:v2"));
         assert!(!image_matches(&d, "127.0.0.1:5000/os:v3"));
-        assert!(!image_matches(&d, "127.0.0.1:5000/os@sha256:1111111111111111111111111111111111111111111111111111111111111111"));
+        assert!(!image_matches(
+            &d,
+            "127.0.0.1:5000/os@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+        ));
         assert!(os_problem(&mc(Some(&format!("x.io/os@{DIGEST}")), &[]), Some(&d)).is_none());
         let why = os_problem(&mc(Some("x.io/os:other"), &[]), Some(&d)).unwrap();
-        assert!(why.contains("runs image 127.0.0.1:5000/os:v2") && why.contains("expected x.io/os:other"), "{why}");
-        assert!(os_problem(&mc(None, &[]), None).is_none(), "a config without an image pins no OS");
-        assert!(os_problem(&mc(Some("x.io/os:1"), &[]), None).unwrap().contains("no booted deployment"));
+        assert!(
+            why.contains("runs image 127.0.0.1:5000/os:v2")
+                && why.contains("expected x.io/os:other"),
+            "{why}"
+        );
+        assert!(
+            os_problem(&mc(None, &[]), None).is_none(),
+            "a config without an image pins no OS"
+        );
+        assert!(
+            os_problem(&mc(Some("x.io/os:1"), &[]), None)
+                .unwrap()
+                .contains("no booted deployment")
+        );
     }
 
     #[test]
     fn kernel_arguments_present_with_multiplicity() {
-        let cmdline: Vec<String> = ["root=/dev/vda", "nosmt", "console=tty0"].iter().map(|s| s.to_string()).collect();
+        let cmdline: Vec<String> = ["root=/dev/vda", "nosmt", "console=tty0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(missing_kargs(&mc(None, &["nosmt", "console=tty0"]), &cmdline).is_empty());
-        assert_eq!(missing_kargs(&mc(None, &["nosmt", "nosmt", "quiet"]), &cmdline), vec!["nosmt", "quiet"]);
+        assert_eq!(
+            missing_kargs(&mc(None, &["nosmt", "nosmt", "quiet"]), &cmdline),
+            vec!["nosmt", "quiet"]
+        );
     }
 }
