@@ -547,6 +547,9 @@ fn run_validate(args: &ValidateArgs) -> Result<u8, CliError> {
 }
 
 fn run_start(args: StartArgs) -> Result<u8, CliError> {
+    if let Some(warning) = host::failpoints::configure_from_env().map_err(CliError::Invalid)? {
+        eprintln!("warning: {warning}");
+    }
     let opts = crate::daemon::service::StartOptions {
         node_name: args.node_name,
         kubeconfig: args.kubeconfig,
@@ -570,6 +573,9 @@ fn run_start(args: StartArgs) -> Result<u8, CliError> {
 }
 
 fn run_firstboot(args: FirstbootArgs) -> Result<u8, CliError> {
+    if let Some(warning) = host::failpoints::configure_from_env().map_err(CliError::Invalid)? {
+        eprintln!("warning: {warning}");
+    }
     use crate::daemon::firstboot::{FirstbootOptions, FirstbootOutcome, run};
     let opts = FirstbootOptions {
         machineconfig_file: args.machineconfig_file,

@@ -94,6 +94,18 @@ enum Wake {
     Tick,
 }
 
+impl Wake {
+    fn name(&self) -> &'static str {
+        match self {
+            Wake::Node => "node",
+            Wake::Retry => "retry",
+            Wake::Drift(_) => "drift",
+            Wake::Stop => "stop",
+            Wake::Tick => "tick",
+        }
+    }
+}
+
 impl<C, O, S> Daemon<C, O, S>
 where
     C: Cluster + 'static,
@@ -144,7 +156,8 @@ where
     /// Run until stopped. `nodes` is the watch of our Node (the same channel `side.nodes` reads).
     pub async fn run(mut self, mut nodes: watch::Receiver<Option<Node>>) -> anyhow::Result<()> {
         let mut stop = self.stop.clone();
-        let mut retry_at: Option<Instant> = None;
+        // The first sync runs at once (the MCD's checkStateOnFirstRun): the node may already want a change.
+        let mut retry_at: Option<Instant> = Some(Instant::now());
         let mut delay = self.backoff.initial;
         let mut reboot_pending = false;
         let mut ready = false;
@@ -165,6 +178,7 @@ where
                 _ = sleep_until(retry_at) => Wake::Retry,
                 _ = tick.tick() => Wake::Tick,
             };
+            tracing::trace!(wake = wake.name(), "woke");
             match wake {
                 Wake::Stop => break,
                 Wake::Tick => {
@@ -186,6 +200,7 @@ where
             if reboot_pending {
                 continue;
             }
+            tracing::debug!(retry = matches!(wake, Wake::Retry), "syncing");
             if !mcn_ready {
                 if let Some(node) = self.side.node() {
                     match self.side.mcn.ensure(&node).await {

@@ -190,6 +190,7 @@ where
             let started = Instant::now();
             let span = tracing::info_span!("phase", phase = next.as_str(), config = %j.progress.target.config);
             let _enter = span.enter();
+            crash_point(&format!("daemon::before-{next}"));
             match next {
                 Phase::Planned => {
                     unreachable!("Planned is where an update starts, never a next phase")
@@ -209,6 +210,7 @@ where
                 Phase::Rebooting => {
                     j.progress.rebooting(&self.env.boot_id()?, now_secs())?;
                     self.save(j)?;
+                    crash_point("daemon::after-reboot-recorded");
                     self.request_reboot(j).await?;
                     return Ok(Outcome::RebootRequested);
                 }
@@ -233,6 +235,7 @@ where
                     }
                 }
             }
+            crash_point(&format!("daemon::after-{next}"));
             j.progress.advance(next)?;
             self.save(j)?;
             self.metrics.observe_phase(next.as_str(), started.elapsed());
@@ -435,7 +438,7 @@ where
             tracing::info!("rebooting: no OS deployment was staged");
         }
         // Ordered after ostree-finalize-staged whenever this is an ostree host.
-        let after_finalize = std::path::Path::new("/run/ostree-booted").exists();
+        let after_finalize = self.root.path().join("run/ostree-booted").exists();
         self.metrics.reboots_requested.inc();
         if let Err(e) = self.systemd.reboot(&reason, after_finalize).await {
             self.metrics.reboots_failed.inc();
@@ -580,7 +583,9 @@ where
         })
         .await
         .context("the ODC task panicked")??;
+        crash_point("daemon::complete-after-odc");
         journal::remove(self.root)?;
+        crash_point("daemon::complete-after-journal");
         self.metrics.updates_completed.inc();
         self.metrics.set_update_state(&j.progress.target.config, "");
         let Some(side) = self.cluster else {
@@ -651,6 +656,43 @@ where
         Ok(())
     }
 }
+
+/// Points where the crash tests SIGKILL the daemon (with the `failpoints` feature and
+/// `FAILPOINTS='daemon::before-drained=return'`).
+pub fn crash_points() -> Vec<String> {
+    let phases = [
+        Phase::Prefetched,
+        Phase::Drained,
+        Phase::HostApplied,
+        Phase::Staged,
+        Phase::Rebooting,
+        Phase::ActionsDone,
+        Phase::Verified,
+    ];
+    let mut points: Vec<String> = phases
+        .iter()
+        .flat_map(|p| [format!("daemon::before-{p}"), format!("daemon::after-{p}")])
+        .collect();
+    points.extend(
+        [
+            "daemon::after-reboot-recorded",
+            "daemon::complete-after-odc",
+            "daemon::complete-after-journal",
+        ]
+        .map(String::from),
+    );
+    points
+}
+
+#[cfg(feature = "failpoints")]
+fn crash_point(name: &str) {
+    if fail::eval(name, |_| ()).is_some() {
+        crate::host::failpoints::die_now(name);
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn crash_point(_name: &str) {}
 
 enum Verdict {
     Good,

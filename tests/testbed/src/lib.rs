@@ -10,6 +10,7 @@ pub mod image;
 pub mod registry;
 pub mod rpm_ostreed;
 pub mod sysroot;
+pub mod systemd;
 
 use std::path::Path;
 
