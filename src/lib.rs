@@ -2,13 +2,13 @@
 //!
 //! Data flows one way: observe → [`plan`] (pure) → execute (side effects behind small traits) → report.
 
+pub use machine_config_core::{config, plan};
+
 pub mod cli;
 pub mod cluster;
-pub mod config;
 pub mod daemon;
 pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod os;
-pub mod plan;
 pub mod systemd;

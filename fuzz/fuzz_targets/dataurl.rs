@@ -1,7 +1,7 @@
 //! Data URL decoding and bounded gzip: never panic, never exceed the limit.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use machine_config_daemon::config::dataurl;
+use machine_config_core::config::dataurl;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {

@@ -1,8 +1,8 @@
 //! Kernel argument splitting and diffing: never panic; applying a diff reaches the new list.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use machine_config_daemon::config::kargs;
-use machine_config_daemon::plan::kargs as kdiff;
+use machine_config_core::config::kargs;
+use machine_config_core::plan::kargs as kdiff;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };

@@ -1,8 +1,8 @@
 //! MachineConfig parsing (YAML/JSON, Ignition 2.2/3.x, data URLs, image refs, kargs): errors, never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use machine_config_daemon::config::MachineConfig;
-use machine_config_daemon::config::ignition;
+use machine_config_core::config::MachineConfig;
+use machine_config_core::config::ignition;
 
 fuzz_target!(|data: &[u8]| {
     let _ = MachineConfig::from_slice(data);

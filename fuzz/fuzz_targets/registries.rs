@@ -1,7 +1,7 @@
 //! registries.conf comparison: never panic; a config compared with itself is always safe.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use machine_config_daemon::plan::registries;
+use machine_config_core::plan::registries;
 
 fuzz_target!(|data: &[u8]| {
     let mid = data.len() / 2;
