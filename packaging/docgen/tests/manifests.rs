@@ -775,8 +775,11 @@ async fn common_flow(e: &Env) {
         .unwrap();
 }
 
-/// Every request kube-sim served, as (verb, group, resource, namespace, name).
-fn requests(sim: &KubeSim) -> BTreeSet<(String, String, String, Option<String>, Option<String>)> {
+/// One served request: (verb, group, resource, namespace, name).
+type Served = (String, String, String, Option<String>, Option<String>);
+
+/// Every request kube-sim served.
+fn requests(sim: &KubeSim) -> BTreeSet<Served> {
     sim.requests()
         .iter()
         .filter(|r| !r.resource.is_empty())
@@ -806,6 +809,10 @@ fn requests(sim: &KubeSim) -> BTreeSet<(String, String, String, Option<String>, 
 /// Check the served requests against the list for `mode`: every request is listed (with its
 /// namespace and name limits), and every listed request was made.
 fn assert_requests_match(sim: &KubeSim, mode: Modes) {
+    let label = match mode {
+        Modes::Both => "controller drain",
+        Modes::SelfDrain => "self drain",
+    };
     let seen = requests(sim);
     let expected = needed(mode);
     for (verb, group, resource, ns, name) in &seen {
@@ -813,7 +820,7 @@ fn assert_requests_match(sim: &KubeSim, mode: Modes) {
             .iter()
             .find(|a| a.verb == verb && a.group == group && a.resource == resource)
             .unwrap_or_else(|| {
-                panic!("{mode:?} mode made {verb} {resource} ({group:?}), which API_ACCESS does not list for it")
+                panic!("{label} made {verb} {resource} ({group:?}), which API_ACCESS does not list for it")
             });
         if let Some(want) = entry.namespace {
             assert_eq!(ns.as_deref(), Some(want), "{verb} {resource}");
@@ -826,7 +833,7 @@ fn assert_requests_match(sim: &KubeSim, mode: Modes) {
         assert!(
             seen.iter()
                 .any(|(v, g, r, _, _)| v == a.verb && g == a.group && r == a.resource),
-            "{mode:?} mode never made {} {}; is API_ACCESS stale?",
+            "{label} never made {} {}; is API_ACCESS stale?",
             a.verb,
             a.resource
         );
