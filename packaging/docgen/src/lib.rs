@@ -258,7 +258,7 @@ fn service_section(w: &mut Vec<u8>) -> Result<()> {
         item(
             roff,
             "machine-config-daemon.service",
-            "Runs the daemon (Type=notify: ready after its first successful sync, with a watchdog). \
+            "Runs the daemon (Type=notify: ready after its first sync, with a watchdog). \
              Stopping it lets the step in progress finish (up to 600 seconds): the progress journal \
              in /etc/machine-config-daemon lets a restarted daemon resume the update. Set NODE_NAME \
              and MCD_ARGS in the environment file to change how it starts.",

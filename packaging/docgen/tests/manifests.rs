@@ -552,11 +552,22 @@ fn example_daemonset_matches_the_mcd_deployment() {
         .expect("and used by the container");
     assert_eq!(mount.mount_path, "/rootfs");
 
-    // Once the daemon has a `start` command, the example's command line must be one it accepts.
+    // Once the daemon has a `start` command, the example's command line must be one it accepts,
+    // with the pod's environment (an option clap reads from a variable the pod sets is given).
     let cmd = docgen::command();
     let args: Vec<String> = c.args.clone().unwrap_or_default();
-    if cmd.find_subcommand(&args[0]).is_some() {
-        let argv = std::iter::once(docgen::BIN.to_string()).chain(args.iter().cloned());
+    if let Some(sub) = cmd.find_subcommand(&args[0]) {
+        let pod_env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let mut argv = vec![docgen::BIN.to_string()];
+        argv.extend(args.iter().cloned());
+        for arg in sub.get_arguments() {
+            let from_pod = arg
+                .get_env()
+                .is_some_and(|v| pod_env.iter().any(|e| v == *e));
+            if let (true, Some(long)) = (from_pod, arg.get_long()) {
+                argv.extend([format!("--{long}"), "value-from-the-pod".to_string()]);
+            }
+        }
         if let Err(e) = cmd.clone().try_get_matches_from(argv) {
             panic!(
                 "examples/daemonset.yaml: `{}` is rejected:\n{e}",

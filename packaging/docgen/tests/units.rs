@@ -411,6 +411,8 @@ fn daemon_unit_lets_an_update_finish_and_keeps_the_daemon_running() {
     let s = |k| value(&u, "Service", k);
     assert_eq!(s("Type"), Some("notify"), "READY=1 after the first sync");
     assert!(s("WatchdogSec").is_some(), "the daemon sends WATCHDOG=1");
+    // READY=1 follows the first sync, which may be a whole update: no start timeout may cut it.
+    assert_eq!(s("TimeoutStartSec"), Some("infinity"));
     assert_eq!(s("Restart"), Some("always"));
     assert_eq!(value(&u, "Unit", "StartLimitIntervalSec"), Some("0"));
     // SIGTERM to the daemon only; its children finish the step; 600 s like the MCD's grace period.
