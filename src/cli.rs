@@ -106,9 +106,9 @@ pub struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
-    /// The node this daemon runs on (its Node object's name).
+    /// The node this daemon runs on (its Node object's name); default: the lowercased host name.
     #[arg(long, env = "NODE_NAME", value_name = "NODE")]
-    pub node_name: String,
+    pub node_name: Option<String>,
     /// API credentials; omitted: the pod's service account, else the kubelet's /var/lib/kubelet/kubeconfig.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -550,8 +550,19 @@ fn run_start(args: StartArgs) -> Result<u8, CliError> {
     if let Some(warning) = host::failpoints::configure_from_env().map_err(CliError::Invalid)? {
         eprintln!("warning: {warning}");
     }
+    let node_name = match args.node_name.filter(|n| !n.is_empty()) {
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .map_err(|e| {
+                CliError::Failed(anyhow::anyhow!(
+                    "cannot read the host name for --node-name: {e}"
+                ))
+            })?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
     let opts = crate::daemon::service::StartOptions {
-        node_name: args.node_name,
+        node_name,
         kubeconfig: args.kubeconfig,
         root: args.root,
         sysroot: args.sysroot,

@@ -201,6 +201,11 @@ where
                 continue;
             }
             tracing::debug!(retry = matches!(wake, Wake::Retry), "syncing");
+            if !ready {
+                // Ready once the node is known, before the first sync: that sync may be an hour-long drain.
+                ready = true;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
             if !mcn_ready {
                 if let Some(node) = self.side.node() {
                     match self.side.mcn.ensure(&node).await {
@@ -211,7 +216,23 @@ where
                     }
                 }
             }
-            match self.sync().await {
+            // Keep the watchdog fed while a long sync (a drain, an image pull) runs; the sync has its own
+            // timeouts, so a hang still ends in an error.
+            let metrics = self.metrics.clone();
+            let result = {
+                let sync = self.sync();
+                tokio::pin!(sync);
+                loop {
+                    tokio::select! {
+                        r = &mut sync => break r,
+                        _ = tick.tick() => {
+                            metrics.beat();
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(outcome) => {
                     retry_at = None;
                     delay = self.backoff.initial;
@@ -228,10 +249,6 @@ where
                     retry_at = Some(Instant::now() + delay);
                     delay = (delay * 2).min(self.backoff.max);
                 }
-            }
-            if !ready {
-                ready = true;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
             let status = match self
                 .side
