@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint unit bench
+.PHONY: setup build demo test lint unit bench fuzz vm-tests
 
 setup:
 	packaging/setup-dev.sh
@@ -24,3 +24,10 @@ test: lint
 
 unit:
 	$(CARGO) test --workspace --lib
+
+# One benchmark report: every figure against its target (README "Benchmarks"); exits 1 if one is missed.
+BENCH_DIR := $(CURDIR)/target/bench-figures
+bench: setup
+	rm -rf $(BENCH_DIR)
+	MCD_BENCH_DIR=$(BENCH_DIR) $(CARGO) bench -p machine-config-daemon --benches
+	$(CARGO) run -q -p testbed -- bench-report --dir $(BENCH_DIR)

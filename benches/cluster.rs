@@ -80,6 +80,15 @@ async fn drain_100_pods() {
         .unwrap();
     let took = started.elapsed();
     assert_eq!(report.evicted.len(), 100);
+    testbed::figures::record(&testbed::figures::Figure::at_most(
+        "P5",
+        "drain of 100 pods with 1 s termination each",
+        took.as_secs_f64(),
+        "s",
+        3.0,
+        format!("{} API requests", sim.counters().values().sum::<u64>()),
+    ))
+    .unwrap();
     println!(
         "drain of 100 pods (1 s termination each): {:.2} s (target <= 3 s); {} API requests ({} evictions, {} pod lists)",
         took.as_secs_f64(),

@@ -94,6 +94,17 @@ async fn top_layer_update(env: &Env) -> Result<()> {
         report.layers_fetched, report.layers_present
     );
     println!("  prefetch wall time              {}", secs(elapsed));
+    testbed::figures::record(&testbed::figures::Figure::at_most(
+        "P4",
+        "bytes fetched, top-layer-only update / (changed layer + manifest + config)",
+        served as f64 / changed as f64,
+        "ratio",
+        1.05,
+        format!(
+            "registry served {served} B for {changed} B changed; {} layer(s) fetched, {} present",
+            report.layers_fetched, report.layers_present
+        ),
+    ))?;
     Ok(())
 }
 
@@ -181,6 +192,19 @@ async fn big_image(env: &Env, payload_mb: u64, runs: usize) -> Result<()> {
         "  ratio prefetch / skopeo          {:.2}  (target <= 1.2)",
         p.as_secs_f64() / s.as_secs_f64()
     );
+    testbed::figures::record(&testbed::figures::Figure::at_most(
+        "P8",
+        &format!("prefetch of a {payload_mb} MiB image / skopeo copy of it (median of {runs})"),
+        p.as_secs_f64() / s.as_secs_f64(),
+        "ratio",
+        1.2,
+        format!(
+            "prefetch {} vs skopeo copy {}; stage from the prefetched image {}",
+            secs(p),
+            secs(s),
+            secs(median(stage_times.clone()))
+        ),
+    ))?;
     println!("## stage from the prefetched image (the node's OS downtime share)");
     println!(
         "  median stage                     {}",

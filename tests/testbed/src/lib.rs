@@ -6,6 +6,7 @@
 
 mod cmd;
 pub mod dbus;
+pub mod figures;
 pub mod image;
 pub mod registry;
 pub mod rpm_ostreed;

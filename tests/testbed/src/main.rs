@@ -96,6 +96,12 @@ enum Command {
         #[arg(long, value_name = "USER:PASSWORD")]
         creds: Option<String>,
     },
+    /// Print the benchmark figures recorded in DIR as one table against their targets (`make bench`);
+    /// exits 1 when a target is missed or a figure was not measured.
+    BenchReport {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Create (or reuse) a sandbox ostree sysroot.
     Sysroot {
         #[arg(long)]
@@ -235,6 +241,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sysroot { dir, stateroot } => {
             let s = SandboxSysroot::create_at(&dir, &stateroot)?;
             println!("{}", s.path().display());
+        }
+        Command::BenchReport { dir } => {
+            let expected = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"];
+            let (table, all_pass) = testbed::figures::report(&dir, &expected)?;
+            print!("{table}");
+            println!("report: {}", dir.join("report.json").display());
+            anyhow::ensure!(
+                all_pass,
+                "a target was missed or a figure was not measured (see the table)"
+            );
         }
     }
     Ok(())
