@@ -21,6 +21,11 @@ lint: setup
 
 test: lint
 	$(CARGO) test --workspace --features machine-config-daemon/failpoints --no-fail-fast
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-15} scripts/fuzz.sh
+
+# A short run of every fuzz target (FUZZ_SECONDS=3600 make fuzz for a long one).
+fuzz:
+	scripts/fuzz.sh
 
 unit:
 	$(CARGO) test --workspace --lib
