@@ -1,15 +1,32 @@
 //! The daemon end to end: kube-sim, a real registry and sysroot, a private D-Bus with a systemd test
-//! service, simulated reboots (see `tests/e2e/mod.rs`).
+//! service, simulated reboots (see `tests/e2e/mod.rs`). Each test has its own lab (API server, registry,
+//! sysroot, node root, bus), so they run in parallel.
 
 mod e2e;
 
 use std::time::Duration;
 
-use e2e::{Lab, ignition, mc};
+use e2e::{Lab, ignition, mc, mirror_pod, pod, snapshot_tree, tree_diff};
+use serde_json::{Value, json};
 use testbed::LayerSpec;
 
 const KEY1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHm0pUq1yBQ3KJtGx1QWl9n2n5vTq8b0yE0gR7bq1Xj4 admin@bastion";
 const KEY2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKf3Z8kWmT4Qy2b0Vn5c1d9s7a3x6p2o4i8u1y5t9r0e oncall@laptop";
+
+/// Assert the node is Done at `config` the way an admin checks it.
+fn assert_done(lab: &Lab, config: &str) {
+    assert_eq!(
+        lab.annotation("state").as_deref(),
+        Some("Done"),
+        "{}",
+        lab.describe()
+    );
+    assert_eq!(lab.annotation("currentConfig").as_deref(), Some(config));
+    assert_eq!(lab.annotation("reason").as_deref(), Some(""));
+    assert!(!lab.unschedulable(), "left cordoned\n{}", lab.describe());
+    let updated = lab.mcn_condition("Updated").expect("MCN Updated condition");
+    assert_eq!(updated.status, "True", "{updated:?}");
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ssh_key_change_is_rebootless_and_drainless() {
@@ -30,7 +47,6 @@ async fn ssh_key_change_is_rebootless_and_drainless() {
             .trim(),
         KEY1
     );
-
     let image = lab.image("base");
     lab.put_mc(&mc(
         "rendered-2",
@@ -39,24 +55,256 @@ async fn ssh_key_change_is_rebootless_and_drainless() {
         ignition(&[("/etc/motd.d/10-a", "a")], &[KEY1, KEY2]),
     ));
     lab.set_desired("rendered-2", None);
-    lab.wait_state("Done", "rendered-2").await;
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
     assert_eq!(
         lab.file("/home/core/.ssh/authorized_keys.d/ignition")
             .unwrap(),
         format!("{KEY1}\n{KEY2}\n")
     );
     assert!(
-        lab.systemd.reboots().is_empty(),
-        "no reboot: {:?}",
+        lab.systemd.calls().is_empty(),
+        "no reboot, no daemon-reload, no reload or restart: {:?}",
         lab.systemd.calls()
     );
-    assert!(!lab.unschedulable());
-    assert!(
-        lab.events().contains(&"NodeDone".to_string()),
-        "{:?}",
-        lab.events()
+    assert!(!lab.ever_cordoned(), "never cordoned");
+    assert!(lab.evictions().is_empty());
+    let drained = lab.mcn_condition("Drained").unwrap();
+    assert_eq!(drained.status, "False", "{drained:?}");
+    assert!(drained.message.contains("not required"), "{drained:?}");
+    assert_eq!(
+        lab.mcn_condition("UpdatePostActionComplete")
+            .unwrap()
+            .status,
+        "False",
+        "reset by Updated=True after the update"
     );
-    assert_eq!(lab.annotation("reason").as_deref(), Some(""));
+    let done = lab.event_messages("NodeDone");
+    assert!(
+        done.iter().any(|m| m.contains("rendered-2")),
+        "{:?}",
+        lab.events_full()
+    );
+    assert!(!lab.events().contains(&"Reboot".to_string()));
+    assert_eq!(lab.boots, 1);
+    assert_eq!(lab.default_deployment_image(), image, "the OS is untouched");
+    lab.stop();
+}
+
+/// registries.conf with the test registry (so image pulls still work) and `extra` appended.
+fn registries_conf(lab: &Lab, extra: &str) -> String {
+    format!(
+        "{}\n[[registry]]\nprefix = \"\"\nlocation = \"quay.io/openshift-release-dev/ocp-release\"\n{extra}",
+        lab.registry.registries_conf()
+    )
+}
+
+const DIGEST_MIRROR: &str = "\n[[registry.mirror]]\nlocation = \"mirror.corp.example.com:5000/ocp/release\"\npull-from-mirror = \"digest-only\"\n";
+const TAG_MIRROR: &str =
+    "\n[[registry.mirror]]\nlocation = \"mirror.corp.example.com:5000/ocp/release\"\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registries_conf_safe_change_reloads_crio_unsafe_change_drains() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(
+                &[("/etc/containers/registries.conf", &registries_conf(lab, ""))],
+                &[],
+            ),
+        )
+    })
+    .await;
+    // Workloads on the node: one that a drain moves, one it leaves (DaemonSet), a static pod's mirror,
+    // and a pod on another node.
+    for p in [
+        pod(
+            "default",
+            "web-7d4b9-abcde",
+            "node1",
+            Some(("ReplicaSet", "web-7d4b9")),
+            json!({"app": "web"}),
+        ),
+        pod(
+            "kube-system",
+            "node-exporter-x1",
+            "node1",
+            Some(("DaemonSet", "node-exporter")),
+            json!({"app": "node-exporter"}),
+        ),
+        mirror_pod("kube-system", "etcd-node1", "node1"),
+        pod(
+            "default",
+            "web-7d4b9-fghij",
+            "node2",
+            Some(("ReplicaSet", "web-7d4b9")),
+            json!({"app": "web"}),
+        ),
+    ] {
+        lab.sim.put_object(p).unwrap();
+    }
+    let image = lab.image("base");
+    lab.start();
+    lab.wait_state("Done", "rendered-1").await;
+
+    // Safe: a digest-only mirror. crio is reloaded, the node is never cordoned.
+    let safe = registries_conf(&lab, DIGEST_MIRROR);
+    lab.put_mc(&mc(
+        "rendered-2",
+        Some(&image),
+        &[],
+        ignition(&[("/etc/containers/registries.conf", &safe)], &[]),
+    ));
+    lab.set_desired("rendered-2", None);
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.file("/etc/containers/registries.conf").unwrap(), safe);
+    assert_eq!(
+        lab.service_calls(),
+        vec!["ReloadUnit crio.service replace"],
+        "only crio reloaded"
+    );
+    assert!(lab.systemd.reboots().is_empty());
+    assert!(!lab.ever_cordoned(), "a safe change never cordons");
+    assert!(lab.evictions().is_empty());
+    assert!(lab.pod_exists("default", "web-7d4b9-abcde"));
+
+    // Unsafe: a mirror that serves tags too. Drained (only the ReplicaSet pod), crio reloaded, uncordoned.
+    lab.systemd.clear_calls();
+    let unsafe_conf = registries_conf(&lab, TAG_MIRROR);
+    lab.put_mc(&mc(
+        "rendered-3",
+        Some(&image),
+        &[],
+        ignition(&[("/etc/containers/registries.conf", &unsafe_conf)], &[]),
+    ));
+    lab.set_desired("rendered-3", None);
+    lab.wait_updated("rendered-3").await;
+    assert_done(&lab, "rendered-3");
+    assert_eq!(
+        lab.file("/etc/containers/registries.conf").unwrap(),
+        unsafe_conf
+    );
+    assert_eq!(lab.service_calls(), vec!["ReloadUnit crio.service replace"]);
+    assert!(lab.systemd.reboots().is_empty(), "no reboot");
+    assert!(lab.ever_cordoned(), "an unsafe change drains");
+    assert_eq!(lab.evictions(), vec!["default/web-7d4b9-abcde"]);
+    assert!(!lab.pod_exists("default", "web-7d4b9-abcde"), "evicted");
+    assert!(
+        lab.pod_exists("kube-system", "node-exporter-x1"),
+        "DaemonSet pods stay"
+    );
+    assert!(
+        lab.pod_exists("kube-system", "etcd-node1"),
+        "mirror pods stay"
+    );
+    assert!(
+        lab.pod_exists("default", "web-7d4b9-fghij"),
+        "other nodes untouched"
+    );
+    let events = lab.events();
+    for reason in ["Cordon", "Drain", "Uncordon"] {
+        assert!(events.contains(&reason.to_string()), "{reason}: {events:?}");
+    }
+    // The annotations cordon ownership leaves behind are cleaned up.
+    assert_eq!(lab.annotation("cordoned-by"), None);
+    assert_eq!(lab.boots, 1);
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_change_reboots_without_policy_and_restarts_a_unit_with_one() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[("/etc/chrony.conf", "pool 2.pool.ntp.org iburst\n")], &[]),
+        )
+    })
+    .await;
+    let image = lab.image("base");
+    lab.start();
+    lab.wait_state("Done", "rendered-1").await;
+
+    // No policy for /etc/chrony.conf: the default is a reboot (and so a drain).
+    lab.put_mc(&mc(
+        "rendered-2",
+        Some(&image),
+        &[],
+        ignition(
+            &[("/etc/chrony.conf", "server ntp1.corp.example.com iburst\n")],
+            &[],
+        ),
+    ));
+    lab.set_desired("rendered-2", None);
+    lab.wait_reboot_request(1).await;
+    assert!(lab.unschedulable(), "drained before the reboot");
+    assert_eq!(lab.annotation("state").as_deref(), Some("Working"));
+    assert_eq!(
+        lab.file("/etc/chrony.conf").as_deref(),
+        Some("server ntp1.corp.example.com iburst\n"),
+        "written before the reboot"
+    );
+    let reboot = &lab.systemd.reboots()[0];
+    assert!(
+        reboot.contains("update to rendered-2") && reboot.contains(r#"["systemctl", "reboot"]"#),
+        "{reboot}"
+    );
+    lab.reboot();
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.systemd.reboots().len(), 1);
+    assert_eq!(
+        lab.mcn_condition("RebootedNode").unwrap().status,
+        "False",
+        "reset by Updated=True"
+    );
+    assert_eq!(lab.annotation("post-config-action").as_deref(), Some(""));
+
+    // A NodeDisruptionPolicy: restart chronyd instead of rebooting.
+    lab.sim
+        .load_yaml(
+            "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata:\n  name: cluster\nspec:\n  managementState: Managed\n  nodeDisruptionPolicy:\n    files:\n    - path: /etc/chrony.conf\n      actions:\n      - type: Restart\n        restart:\n          serviceName: chronyd.service\n",
+        )
+        .unwrap();
+    lab.systemd.clear_calls();
+    let patches_before = lab.node_patches().len();
+    lab.put_mc(&mc(
+        "rendered-3",
+        Some(&image),
+        &[],
+        ignition(
+            &[("/etc/chrony.conf", "server ntp2.corp.example.com iburst\n")],
+            &[],
+        ),
+    ));
+    lab.set_desired("rendered-3", None);
+    lab.wait_updated("rendered-3").await;
+    assert_done(&lab, "rendered-3");
+    assert_eq!(
+        lab.file("/etc/chrony.conf").as_deref(),
+        Some("server ntp2.corp.example.com iburst\n")
+    );
+    assert_eq!(
+        lab.systemd.calls(),
+        vec!["RestartUnit chronyd.service replace"],
+        "restarted, not rebooted"
+    );
+    let cordons_after = lab.node_patches()[patches_before..]
+        .iter()
+        .any(|p| p["spec"]["unschedulable"] == json!(true));
+    assert!(!cordons_after, "a Restart policy does not drain");
+    assert!(
+        lab.event_messages("ServiceRestart")
+            .iter()
+            .any(|m| m.contains("chronyd.service")),
+        "{:?}",
+        lab.events_full()
+    );
+    assert_eq!(lab.boots, 2);
     lab.stop();
 }
 
@@ -71,6 +319,7 @@ async fn layered_image_by_digest_drains_reboots_once_and_verifies() {
         )
     })
     .await;
+    let base = lab.image("base");
     let v2 = lab.derive(
         "v2",
         LayerSpec::new("RUN install agent").file("usr/bin/agent", "#!/bin/sh\n"),
@@ -96,13 +345,36 @@ async fn layered_image_by_digest_drains_reboots_once_and_verifies() {
         Some("rendered-1"),
         "currentConfig moves only after the verified boot"
     );
+    assert_eq!(lab.mcn_condition("RebootedNode").unwrap().status, "Unknown");
+    assert_eq!(
+        lab.deployment_images(),
+        vec![v2.clone(), base.clone()],
+        "staged in front of the booted deployment"
+    );
     lab.reboot();
-    lab.wait_state("Done", "rendered-2").await;
-    assert!(!lab.unschedulable(), "uncordoned after the update");
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
     assert_eq!(lab.systemd.reboots().len(), 1, "exactly one reboot");
     assert_eq!(lab.default_deployment_image(), v2);
+    assert_eq!(
+        lab.deployment_images(),
+        vec![v2.clone(), base.clone()],
+        "the old deployment is kept as the rollback"
+    );
+    let options = lab.sysroot.boot_options().unwrap();
+    assert!(
+        options[0].split_whitespace().any(|a| a == "nosmt"),
+        "{options:?}"
+    );
     assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("on"));
     assert_eq!(lab.annotation("post-config-action").as_deref(), Some(""));
+    assert_eq!(
+        lab.annotation("currentImage"),
+        None,
+        "no on-cluster layering"
+    );
+    for reason in ["OSUpdateStaged", "Reboot", "NodeDone"] {
+        assert!(lab.events().contains(&reason.to_string()), "{reason}");
+    }
     lab.stop();
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
