@@ -40,7 +40,7 @@ async fn ssh_key_change_is_rebootless_and_drainless() {
     })
     .await;
     lab.start();
-    lab.wait_state("Done", "rendered-1").await;
+    lab.wait_settled().await;
     assert_eq!(
         lab.file("/home/core/.ssh/authorized_keys.d/ignition")
             .unwrap()
@@ -147,7 +147,7 @@ async fn registries_conf_safe_change_reloads_crio_unsafe_change_drains() {
     }
     let image = lab.image("base");
     lab.start();
-    lab.wait_state("Done", "rendered-1").await;
+    lab.wait_settled().await;
 
     // Safe: a digest-only mirror. crio is reloaded, the node is never cordoned.
     let safe = registries_conf(&lab, DIGEST_MIRROR);
@@ -227,7 +227,7 @@ async fn file_change_reboots_without_policy_and_restarts_a_unit_with_one() {
     .await;
     let image = lab.image("base");
     lab.start();
-    lab.wait_state("Done", "rendered-1").await;
+    lab.wait_settled().await;
 
     // No policy for /etc/chrony.conf: the default is a reboot (and so a drain).
     lab.put_mc(&mc(
@@ -331,7 +331,7 @@ async fn layered_image_by_digest_drains_reboots_once_and_verifies() {
         ignition(&[("/etc/agent.conf", "on")], &[]),
     ));
     lab.start();
-    lab.wait_state("Done", "rendered-1").await;
+    lab.wait_settled().await;
     lab.set_desired("rendered-2", None);
     lab.wait_reboot_request(1).await;
     assert!(lab.unschedulable(), "cordoned for the reboot");
@@ -376,5 +376,233 @@ async fn layered_image_by_digest_drains_reboots_once_and_verifies() {
     for reason in ["OSUpdateStaged", "Reboot", "NodeDone"] {
         assert!(lab.events().contains(&reason.to_string()), "{reason}");
     }
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_cluster_layering_deploys_desired_image_then_reverts() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[("/etc/agent.conf", "on")], &[]),
+        )
+    })
+    .await;
+    let base = lab.image("base");
+    // The image a MachineOSBuild would produce, by digest.
+    let built = lab.derive(
+        "mosb-1",
+        LayerSpec::new("RUN dnf install -y htop").file("usr/bin/htop", "#!/bin/sh\n"),
+    );
+    lab.start();
+    lab.wait_settled().await;
+
+    // The controller sets desiredImage with the same desiredConfig.
+    lab.set_desired("rendered-1", Some(&built));
+    lab.wait_reboot_request(1).await;
+    assert_eq!(lab.default_deployment_image(), built);
+    assert_eq!(
+        lab.annotation("currentImage"),
+        None,
+        "set only once verified"
+    );
+    lab.reboot();
+    lab.wait_updated("rendered-1").await;
+    assert_done(&lab, "rendered-1");
+    assert_eq!(
+        lab.annotation("currentImage").as_deref(),
+        Some(built.as_str())
+    );
+    assert_eq!(
+        lab.annotation("desiredImage").as_deref(),
+        Some(built.as_str())
+    );
+    assert_eq!(lab.deployment_images(), vec![built.clone(), base.clone()]);
+    assert_eq!(
+        lab.file("/etc/agent.conf").as_deref(),
+        Some("on"),
+        "files kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lab.path("etc/machine-config-daemon/currentimage"))
+            .unwrap()
+            .trim(),
+        built
+    );
+
+    // The MachineOSConfig is deleted: desiredImage is cleared, back to the MC's osImageURL.
+    lab.annotate(&[("desiredImage", Some(""))]);
+    lab.wait_reboot_request(2).await;
+    assert_eq!(lab.default_deployment_image(), base);
+    lab.reboot();
+    lab.wait_for("currentImage deleted", Duration::from_secs(60), |lab| {
+        lab.annotation("state").as_deref() == Some("Done")
+            && lab.annotation("currentImage").is_none()
+    })
+    .await;
+    assert_done(&lab, "rendered-1");
+    assert_eq!(
+        lab.annotation("desiredImage"),
+        None,
+        "an empty desiredImage is deleted"
+    );
+    assert_eq!(lab.deployment_images()[0], base);
+    assert_eq!(lab.systemd.reboots().len(), 2);
+    assert_eq!(lab.boots, 3);
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreconcilable_config_touches_nothing() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[("/etc/agent.conf", "on")], &[KEY1]),
+        )
+    })
+    .await;
+    let image = lab.image("base");
+    lab.start();
+    lab.wait_settled().await;
+    let root_before = snapshot_tree(lab.node.path());
+    let sysroot_before = lab.sysroot_snapshot();
+    let patches_before = lab.node_patches().len();
+
+    // FIPS cannot be switched on a running node; the file change in the same config is not applied.
+    let mut bad = mc(
+        "rendered-2",
+        Some(&image),
+        &[],
+        ignition(&[("/etc/agent.conf", "off")], &[KEY1]),
+    );
+    bad["spec"]["fips"] = json!(true);
+    lab.put_mc(&bad);
+    lab.set_desired("rendered-2", None);
+    lab.wait_state("Unreconcilable", "rendered-2").await;
+    let reason = lab.annotation("reason").unwrap();
+    assert!(
+        reason.contains("fips") && reason.contains("rendered-2"),
+        "the reason names the field and the config: {reason}"
+    );
+    assert_eq!(
+        lab.annotation("currentConfig").as_deref(),
+        Some("rendered-1")
+    );
+    assert!(
+        lab.event_messages("FailedToReconcile")
+            .iter()
+            .any(|m| m.contains("fips")),
+        "{:?}",
+        lab.events_full()
+    );
+    let prepared = lab.mcn_condition("UpdatePrepared").unwrap();
+    assert_eq!(prepared.status, "Unknown", "{prepared:?}");
+    // Give a wrong daemon time to do damage, then compare.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let diff = tree_diff(&root_before, &snapshot_tree(lab.node.path()));
+    assert!(diff.is_empty(), "the node root changed: {diff:?}");
+    assert_eq!(
+        lab.sysroot_snapshot(),
+        sysroot_before,
+        "the sysroot changed"
+    );
+    assert!(lab.systemd.calls().is_empty());
+    let cordoned = lab.node_patches()[patches_before..]
+        .iter()
+        .any(|p| p["spec"]["unschedulable"] == json!(true));
+    assert!(!cordoned);
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_machineconfig_degrades_then_converges_once_created() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[], &[KEY1]),
+        )
+    })
+    .await;
+    let image = lab.image("base");
+    lab.start();
+    lab.wait_settled().await;
+    lab.sim.reset_counters();
+    lab.set_desired("rendered-2", None);
+    lab.wait_state("Degraded", "rendered-2").await;
+    let reason = lab.annotation("reason").unwrap();
+    assert_eq!(
+        reason,
+        "MachineConfig rendered-2 does not exist; check the node's desiredConfig annotation and the pool's rendered config"
+    );
+    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "True");
+    // Retried with backoff (5 s, then 10 s), not in a hot loop.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let gets = lab.counters_for("get machineconfigs");
+    assert_eq!(
+        gets,
+        2,
+        "one try and one retry after 5 s: {:?}",
+        lab.sim.counters()
+    );
+    // The controller renders it late: the daemon converges by itself at its next retry.
+    lab.put_mc(&mc(
+        "rendered-2",
+        Some(&image),
+        &[],
+        ignition(&[], &[KEY1, KEY2]),
+    ));
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "False");
+    assert!(lab.systemd.reboots().is_empty());
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_degrades_naming_the_file_and_recovers_by_itself() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[("/etc/agent.conf", "on"), ("/etc/other.conf", "x")], &[]),
+        )
+    })
+    .await;
+    lab.start();
+    lab.wait_settled().await;
+    lab.wait_for("the drift monitor", Duration::from_secs(10), |lab| {
+        lab.events()
+            .contains(&"ConfigDriftMonitorStarted".to_string())
+    })
+    .await;
+    lab.write_file("etc/agent.conf", "someone edited this by hand");
+    lab.wait_state("Degraded", "rendered-1").await;
+    let reason = lab.annotation("reason").unwrap();
+    assert!(reason.contains("/etc/agent.conf"), "{reason}");
+    assert!(!reason.contains("/etc/other.conf"), "{reason}");
+    assert!(
+        !reason.contains("someone edited"),
+        "contents are never shown: {reason}"
+    );
+    assert!(
+        lab.event_messages("ConfigDriftDetected")
+            .iter()
+            .any(|m| m.contains("/etc/agent.conf")),
+        "{:?}",
+        lab.events_full()
+    );
+    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "True");
+    lab.write_file("etc/agent.conf", "on");
+    lab.wait_state("Done", "rendered-1").await;
+    assert_eq!(lab.annotation("reason").as_deref(), Some(""));
+    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "False");
+    assert!(lab.systemd.calls().is_empty(), "nothing re-applied");
     lab.stop();
 }

@@ -42,6 +42,8 @@ pub struct Lab {
     pub boots: usize,
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// `ConfigDriftMonitorStarted` events when the daemon was last started.
+    monitors_at_start: usize,
 }
 
 impl Drop for Lab {
@@ -211,6 +213,7 @@ impl Lab {
             boots: 0,
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            monitors_at_start: 0,
         };
         // Install: the first config applied with the CLI, as an installer would, then "booted".
         let first = initial(&lab);
@@ -351,6 +354,21 @@ impl Lab {
         out
     }
 
+    /// Requests counted by kube-sim for `"<verb> <resource>"`; the resource may leave out its group
+    /// (`"get machineconfigs"`).
+    pub fn counters_for(&self, key: &str) -> u64 {
+        self.sim
+            .counters()
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str() == key
+                    || k.strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     pub fn pod_exists(&self, ns: &str, name: &str) -> bool {
         self.sim.get_object("v1", "Pod", Some(ns), name).is_some()
     }
@@ -398,6 +416,7 @@ impl Lab {
     pub fn start(&mut self) {
         assert!(self.daemon.is_none(), "the daemon is already running");
         self.runs += 1;
+        self.monitors_at_start = self.event_messages("ConfigDriftMonitorStarted").len();
         let log = std::fs::File::create(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -553,6 +572,17 @@ impl Lab {
                     && (s != "Done"
                         || lab.annotation("currentConfig").as_deref() == Some(c.as_str()))
             },
+        )
+        .await;
+    }
+
+    /// The daemon started and found the node at its config (it starts the drift monitor last).
+    pub async fn wait_settled(&mut self) {
+        let before = self.monitors_at_start;
+        self.wait_for(
+            "the daemon to settle (drift monitor started)",
+            Duration::from_secs(60),
+            move |lab| lab.event_messages("ConfigDriftMonitorStarted").len() > before,
         )
         .await;
     }
