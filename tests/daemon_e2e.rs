@@ -606,3 +606,365 @@ async fn drift_degrades_naming_the_file_and_recovers_by_itself() {
     assert!(lab.systemd.calls().is_empty(), "nothing re-applied");
     lab.stop();
 }
+
+/// A lab at rendered-1 (base image) with rendered-2 (a layered image + a file) ready to roll.
+async fn image_update_lab() -> (Lab, String, String) {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-1",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[("/etc/agent.conf", "off")], &[]),
+        )
+    })
+    .await;
+    let base = lab.image("base");
+    let v2 = lab.derive(
+        "v2",
+        LayerSpec::new("RUN install agent").file("usr/bin/agent", "#!/bin/sh\n"),
+    );
+    lab.put_mc(&mc(
+        "rendered-2",
+        Some(&v2),
+        &[],
+        ignition(&[("/etc/agent.conf", "on")], &[]),
+    ));
+    (lab, base, v2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_staged_deployment_is_restaged_once() {
+    let (mut lab, base, v2) = image_update_lab().await;
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    lab.wait_reboot_request(1).await;
+    // The staged deployment never makes it (ostree-finalize-staged failed, or power was cut).
+    lab.lose_staged_deployment();
+    assert_eq!(lab.deployment_images(), vec![base.clone()]);
+    lab.reboot();
+    // The daemon notices the old deployment booted, says why, stages again and reboots once more.
+    lab.wait_reboot_request(2).await;
+    let why = lab.event_messages("FailedFinalization");
+    assert!(
+        why.iter()
+            .any(|m| m.contains("Booted the previous deployment") && m.contains(&v2)),
+        "{:?}",
+        lab.events_full()
+    );
+    assert_eq!(lab.annotation("state").as_deref(), Some("Working"));
+    assert_eq!(lab.deployment_images()[0], v2);
+    lab.reboot();
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.systemd.reboots().len(), 2);
+    assert_eq!(lab.default_deployment_image(), v2);
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_staged_deployment_twice_degrades_without_a_reboot_loop() {
+    let (mut lab, base, v2) = image_update_lab().await;
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    for n in 1..=2 {
+        lab.wait_reboot_request(n).await;
+        lab.lose_staged_deployment();
+        lab.reboot();
+    }
+    lab.wait_state("Degraded", "rendered-2").await;
+    let reason = lab.annotation("reason").unwrap();
+    assert!(
+        reason.contains("did not boot config rendered-2 after staging it twice")
+            && reason.contains(&base)
+            && reason.contains(&v2)
+            && reason.contains("/run/machine-config-daemon-force"),
+        "the evidence and what to do: {reason}"
+    );
+    assert_eq!(
+        lab.annotation("currentConfig").as_deref(),
+        Some("rendered-1")
+    );
+    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "True");
+    assert_eq!(lab.systemd.reboots().len(), 2);
+    // Restarting the daemon (or the node) does not start the loop again.
+    lab.stop();
+    lab.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.stop();
+    lab.reboot_stopped();
+    lab.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        lab.systemd.reboots().len(),
+        2,
+        "no third reboot\n{}",
+        lab.describe()
+    );
+    assert_eq!(lab.annotation("state").as_deref(), Some("Degraded"));
+    assert_eq!(lab.annotation("reason").as_deref(), Some(reason.as_str()));
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forcefile_reapplies_and_reboots_once() {
+    let (mut lab, _base, v2) = image_update_lab().await;
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    lab.wait_reboot_request(1).await;
+    lab.reboot();
+    lab.wait_updated("rendered-2").await;
+    // Someone edits a managed file: Degraded. The admin asks for a full re-apply.
+    lab.write_file("etc/agent.conf", "hand-edited");
+    lab.wait_state("Degraded", "rendered-2").await;
+    lab.write_file("run/machine-config-daemon-force", "");
+    let nodedone_before = lab.event_messages("NodeDone").len();
+    lab.stop();
+    lab.start();
+    lab.wait_reboot_request(2).await;
+    assert!(
+        !lab.path("run/machine-config-daemon-force").exists(),
+        "the forcefile is consumed"
+    );
+    assert_eq!(
+        lab.file("/etc/agent.conf").as_deref(),
+        Some("on"),
+        "re-applied"
+    );
+    lab.reboot();
+    lab.wait_for(
+        "Done after the forced update",
+        Duration::from_secs(60),
+        |lab| {
+            lab.annotation("state").as_deref() == Some("Done")
+                && lab.event_messages("NodeDone").len() > nodedone_before
+        },
+    )
+    .await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(
+        lab.systemd.reboots().len(),
+        2,
+        "one reboot for the forced update"
+    );
+    assert_eq!(lab.default_deployment_image(), v2);
+    lab.stop();
+}
+
+/// Plays the MCO drain controller: copies `desiredDrain` to `lastAppliedDrain` after cordoning or
+/// uncordoning, and records the values it saw.
+async fn drain_controller(lab: &Lab, seen: &mut Vec<String>) {
+    let desired = lab.annotation("desiredDrain");
+    let applied = lab.annotation("lastAppliedDrain");
+    if let Some(d) = desired.filter(|d| Some(d) != applied.as_ref()) {
+        let cordon = d.starts_with("drain-");
+        lab.sim
+            .merge_patch_object(
+                "v1",
+                "Node",
+                None,
+                e2e::NODE,
+                &json!({"spec": {"unschedulable": if cordon { json!(true) } else { Value::Null }}}),
+            )
+            .unwrap();
+        lab.annotate(&[("lastAppliedDrain", Some(&d))]);
+        seen.push(d);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_drain_mode_hands_the_drain_to_the_controller() {
+    let (mut lab, _base, _v2) = image_update_lab().await;
+    lab.extra_args = vec!["--drain-mode".into(), "controller".into()];
+    lab.sim
+        .put_object(pod(
+            "default",
+            "web-1",
+            "node1",
+            Some(("ReplicaSet", "web")),
+            json!({"app": "web"}),
+        ))
+        .unwrap();
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    lab.wait_for("desiredDrain", Duration::from_secs(30), |lab| {
+        lab.annotation("desiredDrain").is_some()
+    })
+    .await;
+    assert_eq!(
+        lab.annotation("desiredDrain").as_deref(),
+        Some("drain-rendered-2")
+    );
+    // The daemon waits for the controller: nothing is written, nothing rebooted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(lab.systemd.reboots().is_empty());
+    assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("off"));
+    assert!(
+        !lab.ever_cordoned(),
+        "the daemon never cordons itself in controller mode"
+    );
+    let mut seen = Vec::new();
+    drain_controller(&lab, &mut seen).await;
+    lab.wait_reboot_request(1).await;
+    assert!(lab.unschedulable());
+    assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("on"));
+    lab.reboot();
+    lab.wait_for("uncordon request", Duration::from_secs(60), |lab| {
+        lab.annotation("desiredDrain").as_deref() == Some("uncordon-rendered-2")
+    })
+    .await;
+    drain_controller(&lab, &mut seen).await;
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(seen, vec!["drain-rendered-2", "uncordon-rendered-2"]);
+    assert!(
+        lab.evictions().is_empty(),
+        "the controller drains, not the daemon"
+    );
+    assert!(lab.pod_exists("default", "web-1"));
+    assert!(!lab.ever_cordoned());
+    lab.stop();
+}
+
+/// A pod on the node guarded by a budget that allows no disruption.
+fn guarded_pod(lab: &Lab) {
+    lab.sim
+        .put_object(pod(
+            "shop",
+            "db-0",
+            "node1",
+            Some(("StatefulSet", "db")),
+            json!({"app": "db"}),
+        ))
+        .unwrap();
+    lab.sim
+        .put_object(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db-pdb", "namespace": "shop"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+        }))
+        .unwrap();
+}
+
+fn relax_budget(lab: &Lab) {
+    lab.sim
+        .merge_patch_object(
+            "policy/v1",
+            "PodDisruptionBudget",
+            Some("shop"),
+            "db-pdb",
+            &json!({"spec": {"minAvailable": 0}}),
+        )
+        .unwrap();
+}
+
+async fn wait_blocked(lab: &mut Lab) {
+    lab.wait_for(
+        "the drain to report the blocking PDB",
+        Duration::from_secs(30),
+        |lab| {
+            lab.event_messages("Drain")
+                .iter()
+                .any(|m| m.contains("shop/db-0") && m.contains("db-pdb"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_blocked_by_a_budget_says_why_and_completes_once_relaxed() {
+    let (mut lab, _base, v2) = image_update_lab().await;
+    guarded_pod(&lab);
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    wait_blocked(&mut lab).await;
+    lab.wait_for(
+        "the reason to name the pod and the budget",
+        Duration::from_secs(10),
+        |lab| {
+            lab.annotation("reason")
+                .is_some_and(|r| r.contains("shop/db-0") && r.contains("db-pdb"))
+        },
+    )
+    .await;
+    assert_eq!(lab.annotation("state").as_deref(), Some("Working"));
+    assert!(lab.unschedulable(), "cordoned while draining");
+    let drained = lab.mcn_condition("Drained").unwrap();
+    assert_eq!(drained.status, "Unknown");
+    assert!(
+        drained.message.contains("shop/db-0") && drained.message.contains("db-pdb"),
+        "{drained:?}"
+    );
+    assert!(lab.pod_exists("shop", "db-0"));
+    assert_eq!(
+        lab.file("/etc/agent.conf").as_deref(),
+        Some("off"),
+        "nothing written yet"
+    );
+    assert!(lab.systemd.reboots().is_empty());
+
+    relax_budget(&lab);
+    lab.wait_reboot_request(1).await;
+    assert!(!lab.pod_exists("shop", "db-0"), "evicted once allowed");
+    assert_eq!(
+        lab.annotation("reason").as_deref(),
+        Some(""),
+        "the drain is no longer blocked"
+    );
+    lab.reboot();
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.default_deployment_image(), v2);
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_blocked_drain_exits_promptly_and_resumes() {
+    let (mut lab, _base, _v2) = image_update_lab().await;
+    guarded_pod(&lab);
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    wait_blocked(&mut lab).await;
+    let (code, took) = lab.stop_timed().unwrap();
+    assert_eq!(code, Some(0), "a clean stop\n{}", lab.logs());
+    assert!(took < Duration::from_secs(2), "stopped in {took:?}");
+    assert!(lab.unschedulable(), "the drain resumes after the restart");
+    assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("off"));
+    lab.start();
+    wait_blocked(&mut lab).await;
+    relax_budget(&lab);
+    lab.wait_reboot_request(1).await;
+    lab.reboot();
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.systemd.reboots().len(), 1);
+    lab.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_abandoned_during_a_blocked_drain_uncordons() {
+    let (mut lab, _base, _v2) = image_update_lab().await;
+    guarded_pod(&lab);
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    wait_blocked(&mut lab).await;
+    lab.stop();
+    // The admin gives up on rendered-2 while the daemon is down: the node goes back to rendered-1.
+    lab.set_desired("rendered-1", None);
+    lab.start();
+    lab.wait_for("uncordoned at rendered-1", Duration::from_secs(30), |lab| {
+        lab.annotation("state").as_deref() == Some("Done") && !lab.unschedulable()
+    })
+    .await;
+    assert_done(&lab, "rendered-1");
+    assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("off"));
+    assert!(lab.systemd.reboots().is_empty());
+    assert!(lab.pod_exists("shop", "db-0"));
+    lab.stop();
+}
