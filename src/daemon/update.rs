@@ -259,6 +259,8 @@ where
                     self.save(j)?;
                     crash_point("daemon::after-reboot-recorded");
                     self.request_reboot(j).await?;
+                    // The phase was recorded before the request; this point kills the daemon after it.
+                    crash_point("daemon::after-rebooting");
                     return Ok(Outcome::RebootRequested);
                 }
                 Phase::ActionsDone => self.post_actions(j).await?,
@@ -650,21 +652,8 @@ where
         .await
         .context("the ODC task panicked")??;
         crash_point("daemon::complete-after-odc");
-        journal::remove(self.root)?;
-        crash_point("daemon::complete-after-journal");
-        self.metrics.updates_completed.inc();
-        self.metrics.set_update_state(&j.progress.target.config, "");
-        let Some(side) = self.cluster else {
-            return Ok(());
-        };
-        let node = side.node();
-        let desired_image_empty = node
-            .as_ref()
-            .and_then(|n| {
-                crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE)
-            })
-            .is_none_or(str::is_empty);
-        if j.progress.cordoned_by_us {
+        // Uncordon while the journal still says we cordoned: once it is gone, nothing remembers that.
+        if let Some(side) = self.cluster.filter(|_| j.progress.cordoned_by_us) {
             let drainer = side.drainer(self.metrics, None);
             let result = match side.drain_mode {
                 DrainMode::SelfDrain => drainer.uncordon().await.map(|_| ()),
@@ -681,6 +670,20 @@ where
                 return Err(anyhow::Error::new(e).context("uncordoning the node"));
             }
         }
+        journal::remove(self.root)?;
+        crash_point("daemon::complete-after-journal");
+        self.metrics.updates_completed.inc();
+        self.metrics.set_update_state(&j.progress.target.config, "");
+        let Some(side) = self.cluster else {
+            return Ok(());
+        };
+        let node = side.node();
+        let desired_image_empty = node
+            .as_ref()
+            .and_then(|n| {
+                crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE)
+            })
+            .is_none_or(str::is_empty);
         side.annotations
             .write(
                 crate::cluster::annotations::AnnotationChanges::new().done(
