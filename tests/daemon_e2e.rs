@@ -968,3 +968,179 @@ async fn update_abandoned_during_a_blocked_drain_uncordons() {
     assert!(lab.pod_exists("shop", "db-0"));
     lab.stop();
 }
+
+/// The update path a crash test walks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CrashPath {
+    /// Files under /etc/app with a `Drain` + `Reload app.service` policy: drained, no reboot.
+    Rebootless,
+    /// A new OS image and a file: drained, staged, one reboot.
+    ImageAndReboot,
+}
+
+const APP_FILES: [&str; 3] = ["/etc/app/a.conf", "/etc/app/b.conf", "/etc/app/c.conf"];
+
+fn app_files(generation: usize) -> Vec<(&'static str, String)> {
+    APP_FILES
+        .iter()
+        .map(|p| (*p, format!("{p} generation {generation}\n")))
+        .collect()
+}
+
+/// Kill -9 the daemon at every crash point the daemon lists, once per update, on one path; restart it
+/// without failpoints each time. Returns the points that fired.
+async fn crash_at_every_point(path: CrashPath) -> Vec<String> {
+    let mut lab = Lab::new(&|lab| {
+        let files = app_files(0);
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        mc(
+            "rendered-0",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&files, &[]),
+        )
+    })
+    .await;
+    lab.sim
+        .load_yaml(
+            "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata:\n  name: cluster\nspec:\n  managementState: Managed\n  nodeDisruptionPolicy:\n    files:\n    - path: /etc/app\n      actions:\n      - type: Drain\n      - type: Reload\n        reload:\n          serviceName: app.service\n",
+        )
+        .unwrap();
+    lab.sim
+        .put_object(pod(
+            "default",
+            "web-1",
+            "node1",
+            Some(("ReplicaSet", "web")),
+            json!({"app": "web"}),
+        ))
+        .unwrap();
+    let images = [
+        lab.derive("v2", LayerSpec::new("RUN v2").file("usr/lib/os-v", "2\n")),
+        lab.derive("v3", LayerSpec::new("RUN v3").file("usr/lib/os-v", "3\n")),
+    ];
+    let base = lab.image("base");
+    let mut fired = Vec::new();
+    for (i, point) in machine_config_daemon::daemon::update::crash_points()
+        .into_iter()
+        .enumerate()
+    {
+        let generation = i + 1;
+        let config = format!("rendered-{generation}");
+        let image = match path {
+            CrashPath::Rebootless => base.clone(),
+            CrashPath::ImageAndReboot => images[i % 2].clone(),
+        };
+        let old = app_files(generation - 1);
+        let new = app_files(generation);
+        let files: Vec<(&str, &str)> = new.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        lab.put_mc(&mc(&config, Some(&image), &[], ignition(&files, &[])));
+        let reboots_before = lab.systemd.reboots().len();
+        let boots_before = lab.boots;
+        lab.extra_env = vec![("FAILPOINTS".into(), format!("{point}=return"))];
+        lab.set_desired(&config, None);
+        lab.start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut handled_reboots = reboots_before;
+        let mut crashed = false;
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path:?} {point}: no convergence\n{}",
+                lab.describe()
+            );
+            // A requested reboot happens whether or not the daemon survived asking for it.
+            let reboot_requested = lab.systemd.reboots().len() > handled_reboots;
+            if reboot_requested || lab.exited() {
+                if lab.running() {
+                    lab.stop();
+                }
+                let killed = lab.logs().contains(&format!("failpoint {point}: killing"));
+                if killed && !crashed {
+                    crashed = true;
+                    // Files are wholly old or wholly new (all of them: the points are between phases).
+                    let now: Vec<String> = APP_FILES.iter().map(|p| lab.file(p).unwrap()).collect();
+                    let all =
+                        |v: &[(&str, String)]| v.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>();
+                    assert!(
+                        now == all(&old) || now == all(&new),
+                        "{point}: files are neither the old nor the new config: {now:?}"
+                    );
+                    fired.push(point.clone());
+                    lab.extra_env.clear();
+                } else {
+                    assert!(
+                        reboot_requested,
+                        "{point}: the daemon exited, not by the crash point\n{}",
+                        lab.logs()
+                    );
+                }
+                if reboot_requested {
+                    handled_reboots = lab.systemd.reboots().len();
+                    lab.reboot_stopped();
+                }
+                lab.start();
+                continue;
+            }
+            // Done is written last (after the uncordon); a restart after the journal is gone settles.
+            if lab.annotation("state").as_deref() == Some("Done")
+                && lab.annotation("currentConfig").as_deref() == Some(config.as_str())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (reboots, boots) = (
+            lab.systemd.reboots().len() - reboots_before,
+            lab.boots - boots_before,
+        );
+        let expected = usize::from(path == CrashPath::ImageAndReboot);
+        assert_eq!(
+            boots,
+            expected,
+            "{point}: {boots} boots for one update\n{}",
+            lab.describe()
+        );
+        assert_eq!(
+            reboots,
+            expected,
+            "{point}: {reboots} reboot requests for one update\n{}",
+            lab.describe()
+        );
+        assert!(
+            !lab.unschedulable(),
+            "{point}: left cordoned\n{}",
+            lab.describe()
+        );
+        for (p, c) in &new {
+            assert_eq!(lab.file(p).as_deref(), Some(c.as_str()), "{point}: {p}");
+        }
+        assert_eq!(lab.default_deployment_image(), image, "{point}");
+        assert_eq!(lab.annotation("reason").as_deref(), Some(""), "{point}");
+        // Settle, then stop for the next round.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lab.stop();
+        lab.extra_env.clear();
+    }
+    fired
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_at_every_point_rebootless_converges() {
+    let fired = crash_at_every_point(CrashPath::Rebootless).await;
+    let expected: Vec<String> = machine_config_daemon::daemon::update::crash_points()
+        .into_iter()
+        .filter(|p| !p.contains("reboot"))
+        .collect();
+    assert_eq!(fired, expected, "every point on the rebootless path fired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_at_every_point_with_image_and_reboot_converges() {
+    let fired = crash_at_every_point(CrashPath::ImageAndReboot).await;
+    let expected: Vec<String> = machine_config_daemon::daemon::update::crash_points()
+        .into_iter()
+        .filter(|p| !p.contains("actions-done"))
+        .collect();
+    assert_eq!(fired, expected, "every point on the reboot path fired");
+}
