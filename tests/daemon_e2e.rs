@@ -1144,3 +1144,104 @@ async fn crash_at_every_point_with_image_and_reboot_converges() {
         .collect();
     assert_eq!(fired, expected, "every point on the reboot path fired");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn firstboot_applies_the_encapsulated_config_then_start_reports_done() {
+    let mut lab = Lab::new(&|lab| {
+        mc(
+            "rendered-0",
+            Some(&lab.image("base")),
+            &[],
+            ignition(&[], &[]),
+        )
+    })
+    .await;
+    // A freshly installed node: the base image booted, no on-disk config yet, the MCS's encapsulated config.
+    for f in ["currentconfig", "currentimage"] {
+        let _ = std::fs::remove_file(lab.path(&format!("etc/machine-config-daemon/{f}")));
+    }
+    let v2 = lab.derive(
+        "v2",
+        LayerSpec::new("RUN install agent").file("usr/bin/agent", "#!/bin/sh\n"),
+    );
+    let target = mc(
+        "rendered-1",
+        Some(&v2),
+        &["nosmt", "audit=1"],
+        ignition(&[("/etc/agent.conf", "on")], &[KEY1]),
+    );
+    lab.put_mc(&target);
+    lab.write_file(
+        "etc/ignition-machine-config-encapsulated.json",
+        &serde_json::to_string(&target).unwrap(),
+    );
+    let out = std::process::Command::new(e2e::BIN)
+        .arg("firstboot-complete-machineconfig")
+        .arg("--root")
+        .arg(lab.node.path())
+        .arg("--sysroot")
+        .arg(lab.sysroot.path())
+        .arg("--test-only-simulated-boot")
+        .arg(lab.boot_id_file())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", lab.bus.address())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.systemd.reboots().len(), 1, "{:?}", lab.systemd.calls());
+    assert!(
+        lab.path("etc/ignition-machine-config-encapsulated.json.bak")
+            .exists(),
+        "the encapsulated config is kept as .bak"
+    );
+    assert!(
+        !lab.path("etc/ignition-machine-config-encapsulated.json")
+            .exists()
+    );
+    assert_eq!(lab.default_deployment_image(), v2);
+    let options = lab.sysroot.boot_options().unwrap();
+    for karg in ["nosmt", "audit=1"] {
+        assert!(
+            options[0].split_whitespace().any(|a| a == karg),
+            "{options:?}"
+        );
+    }
+    assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("on"));
+    assert_eq!(
+        lab.file("/home/core/.ssh/authorized_keys.d/ignition")
+            .unwrap()
+            .trim(),
+        KEY1
+    );
+    // No API was used: kube-sim saw nothing.
+    assert!(lab.sim.counters().is_empty(), "{:?}", lab.sim.counters());
+
+    // The reboot; the MCS's node annotations point at rendered-1; the daemon verifies and reports.
+    lab.reboot_stopped();
+    lab.annotate(&[
+        ("currentConfig", Some("rendered-1")),
+        ("desiredConfig", Some("rendered-1")),
+        ("state", None),
+    ]);
+    lab.start();
+    lab.wait_updated("rendered-1").await;
+    assert_done(&lab, "rendered-1");
+    assert_eq!(lab.systemd.reboots().len(), 1, "no second reboot");
+    assert_eq!(lab.annotation("currentImage"), None);
+    assert!(
+        std::fs::read_to_string(lab.path("etc/machine-config-daemon/currentconfig"))
+            .unwrap()
+            .contains("rendered-1"),
+        "the on-disk config is recorded"
+    );
+    assert!(
+        !lab.path("etc/machine-config-daemon/update-in-progress.json")
+            .exists()
+    );
+    lab.stop();
+}

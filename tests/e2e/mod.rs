@@ -392,7 +392,7 @@ impl Lab {
         })
     }
 
-    fn boot_id_file(&self) -> PathBuf {
+    pub fn boot_id_file(&self) -> PathBuf {
         self.work.path().join("boot_id")
     }
 
