@@ -436,12 +436,15 @@ async fn on_cluster_layering_deploys_desired_image_then_reverts() {
     lab.annotate(&[("desiredImage", Some(""))]);
     lab.wait_reboot_request(2).await;
     assert_eq!(lab.default_deployment_image(), base);
+    let done_events = lab.event_messages("NodeDone").len();
     lab.reboot();
-    lab.wait_for("currentImage deleted", Duration::from_secs(60), |lab| {
-        lab.annotation("state").as_deref() == Some("Done")
-            && lab.annotation("currentImage").is_none()
-    })
+    lab.wait_for(
+        "the revert to complete",
+        Duration::from_secs(60),
+        move |lab| lab.event_messages("NodeDone").len() > done_events,
+    )
     .await;
+    assert_eq!(lab.annotation("currentImage"), None, "currentImage deleted");
     assert_done(&lab, "rendered-1");
     assert_eq!(
         lab.annotation("desiredImage"),
@@ -483,6 +486,12 @@ async fn unreconcilable_config_touches_nothing() {
     lab.put_mc(&bad);
     lab.set_desired("rendered-2", None);
     lab.wait_state("Unreconcilable", "rendered-2").await;
+    lab.wait_for(
+        "the FailedToReconcile event",
+        Duration::from_secs(10),
+        |lab| lab.events().contains(&"FailedToReconcile".to_string()),
+    )
+    .await;
     let reason = lab.annotation("reason").unwrap();
     assert!(
         reason.contains("fips") && reason.contains("rendered-2"),
@@ -499,8 +508,9 @@ async fn unreconcilable_config_touches_nothing() {
         "{:?}",
         lab.events_full()
     );
+    lab.wait_condition("UpdatePrepared", "Unknown").await;
     let prepared = lab.mcn_condition("UpdatePrepared").unwrap();
-    assert_eq!(prepared.status, "Unknown", "{prepared:?}");
+    assert!(prepared.message.contains("fips"), "{prepared:?}");
     // Give a wrong daemon time to do damage, then compare.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let diff = tree_diff(&root_before, &snapshot_tree(lab.node.path()));
@@ -540,7 +550,7 @@ async fn missing_machineconfig_degrades_then_converges_once_created() {
         reason,
         "MachineConfig rendered-2 does not exist; check the node's desiredConfig annotation and the pool's rendered config"
     );
-    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "True");
+    lab.wait_condition("NodeDegraded", "True").await;
     // Retried with backoff (5 s, then 10 s), not in a hot loop.
     tokio::time::sleep(Duration::from_millis(5500)).await;
     let gets = lab.counters_for("get machineconfigs");
@@ -559,7 +569,7 @@ async fn missing_machineconfig_degrades_then_converges_once_created() {
     ));
     lab.wait_updated("rendered-2").await;
     assert_done(&lab, "rendered-2");
-    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "False");
+    lab.wait_condition("NodeDegraded", "False").await;
     assert!(lab.systemd.reboots().is_empty());
     lab.stop();
 }
@@ -598,11 +608,11 @@ async fn drift_degrades_naming_the_file_and_recovers_by_itself() {
         "{:?}",
         lab.events_full()
     );
-    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "True");
+    lab.wait_condition("NodeDegraded", "True").await;
     lab.write_file("etc/agent.conf", "on");
     lab.wait_state("Done", "rendered-1").await;
     assert_eq!(lab.annotation("reason").as_deref(), Some(""));
-    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "False");
+    lab.wait_condition("NodeDegraded", "False").await;
     assert!(lab.systemd.calls().is_empty(), "nothing re-applied");
     lab.stop();
 }
@@ -686,7 +696,7 @@ async fn lost_staged_deployment_twice_degrades_without_a_reboot_loop() {
         lab.annotation("currentConfig").as_deref(),
         Some("rendered-1")
     );
-    assert_eq!(lab.mcn_condition("NodeDegraded").unwrap().status, "True");
+    lab.wait_condition("NodeDegraded", "True").await;
     assert_eq!(lab.systemd.reboots().len(), 2);
     // Restarting the daemon (or the node) does not start the loop again.
     lab.stop();
@@ -893,12 +903,18 @@ async fn drain_blocked_by_a_budget_says_why_and_completes_once_relaxed() {
     .await;
     assert_eq!(lab.annotation("state").as_deref(), Some("Working"));
     assert!(lab.unschedulable(), "cordoned while draining");
-    let drained = lab.mcn_condition("Drained").unwrap();
-    assert_eq!(drained.status, "Unknown");
-    assert!(
-        drained.message.contains("shop/db-0") && drained.message.contains("db-pdb"),
-        "{drained:?}"
-    );
+    lab.wait_for(
+        "the MCN Drained message to name the pod and the budget",
+        Duration::from_secs(10),
+        |lab| {
+            lab.mcn_condition("Drained").is_some_and(|c| {
+                c.status == "Unknown"
+                    && c.message.contains("shop/db-0")
+                    && c.message.contains("db-pdb")
+            })
+        },
+    )
+    .await;
     assert!(lab.pod_exists("shop", "db-0"));
     assert_eq!(
         lab.file("/etc/agent.conf").as_deref(),

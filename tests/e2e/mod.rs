@@ -576,6 +576,17 @@ impl Lab {
         .await;
     }
 
+    /// Wait until the MachineConfigNode condition `ty` has `status` (conditions follow the annotations).
+    pub async fn wait_condition(&mut self, ty: &str, status: &str) {
+        let (t, st) = (ty.to_string(), status.to_string());
+        self.wait_for(
+            &format!("MCN {ty}={status}"),
+            Duration::from_secs(30),
+            move |lab| lab.mcn_condition(&t).is_some_and(|c| c.status == st),
+        )
+        .await;
+    }
+
     /// The daemon started and found the node at its config (it starts the drift monitor last).
     pub async fn wait_settled(&mut self) {
         let before = self.monitors_at_start;
