@@ -45,6 +45,57 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where the resident memory is: `RssAnon`/`RssFile` (KiB) and the largest mappings by Rss.
+fn rss_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            current = line
+                .split_whitespace()
+                .nth(5)
+                .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+                .unwrap_or_else(|| "[anon]".into());
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let kib: u64 = v.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *by_name.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut top: Vec<(String, u64)> = by_name.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1));
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let sum = |names: &[&str]| -> u64 {
+        rollup
+            .lines()
+            .filter(|l| names.iter().any(|n| l.starts_with(n)))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    format!(
+        "anonymous {:.1} MiB, file-backed {:.1} MiB (private {:.1} MiB, PSS {:.1} MiB); largest: {}",
+        field("RssAnon:") as f64 / 1024.0,
+        field("RssFile:") as f64 / 1024.0,
+        sum(&["Private_Clean:", "Private_Dirty:"]) as f64 / 1024.0,
+        sum(&["Pss:"]) as f64 / 1024.0,
+        top.iter()
+            .take(8)
+            .map(|(n, k)| format!("{n} {:.1}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -167,6 +218,7 @@ async fn rebootless_updates() {
         rss_start as f64 / 1024.0,
         if rss <= 16 * 1024 { "" } else { "  MISSED" }
     );
+    println!("  {}", rss_breakdown(pid));
     let idle = env_u64("BENCH_IDLE_SECS", 60);
     lab.sim.reset_counters();
     tokio::time::sleep(Duration::from_secs(idle)).await;
