@@ -177,7 +177,8 @@ grep -q 'machine-config-daemon-reboot' "$work/systemd/calls.log" || { echo "demo
 sleep 0.3
 
 say "the daemon asked systemd to reboot — SIMULATED: stop it, new boot id, start it again"
-echo "systemd saw: $(grep -m1 machine-config-daemon-reboot "$work/systemd/calls.log" | cut -c1-150)…"
+why=$(grep -m1 machine-config-daemon-reboot "$work/systemd/calls.log" | sed -n 's/.*Description=\(.*\) ExecStart=.*/\1/p')
+echo "systemd was asked to start machine-config-daemon-reboot.service running 'systemctl reboot' ($why)"
 echo "files were written before the reboot: /etc/node-agent.conf = $(tr '\n' ' ' <"$work/node/etc/node-agent.conf")"
 kill -TERM "${pids[daemon-1]}"; wait "${pids[daemon-1]}" 2>/dev/null || true; unset 'pids[daemon-1]'
 echo "boot-2" >"$work/boot_id"
