@@ -219,6 +219,11 @@ async fn rebootless_updates() {
         if rss <= 16 * 1024 { "" } else { "  MISSED" }
     );
     println!("  {}", rss_breakdown(pid));
+    if std::env::var_os("BENCH_SMAPS").is_some() {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let _ = std::fs::write("/tmp/daemon-bench-smaps.txt", smaps);
+        println!("  (smaps written to /tmp/daemon-bench-smaps.txt)");
+    }
     let idle = env_u64("BENCH_IDLE_SECS", 60);
     lab.sim.reset_counters();
     tokio::time::sleep(Duration::from_secs(idle)).await;

@@ -418,7 +418,9 @@ impl Lab {
         self.runs += 1;
         self.monitors_at_start = self.event_messages("ConfigDriftMonitorStarted").len();
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut cmd = Command::new(BIN);
+        // E2E_DAEMON_BIN runs another build of the daemon (e.g. a copy on tmpfs, for memory figures).
+        let bin = std::env::var("E2E_DAEMON_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
         cmd.args([
             "start",
             "--node-name",
