@@ -68,7 +68,11 @@ fn rss_breakdown(pid: u32) -> String {
                 .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
                 .unwrap_or_else(|| "[anon]".into());
         } else if let Some(v) = line.strip_prefix("Rss:") {
-            let kib: u64 = v.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let kib: u64 = v
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             *by_name.entry(current.clone()).or_default() += kib;
         }
     }

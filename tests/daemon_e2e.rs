@@ -765,7 +765,7 @@ async fn forcefile_reapplies_and_reboots_once() {
 
 /// Plays the MCO drain controller: copies `desiredDrain` to `lastAppliedDrain` after cordoning or
 /// uncordoning, and records the values it saw.
-async fn drain_controller(lab: &Lab, seen: &mut Vec<String>) {
+fn drain_controller(lab: &Lab, seen: &mut Vec<String>) {
     let desired = lab.annotation("desiredDrain");
     let applied = lab.annotation("lastAppliedDrain");
     if let Some(d) = desired.filter(|d| Some(d) != applied.as_ref()) {
@@ -817,7 +817,7 @@ async fn controller_drain_mode_hands_the_drain_to_the_controller() {
         "the daemon never cordons itself in controller mode"
     );
     let mut seen = Vec::new();
-    drain_controller(&lab, &mut seen).await;
+    drain_controller(&lab, &mut seen);
     lab.wait_reboot_request(1).await;
     assert!(lab.unschedulable());
     assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("on"));
@@ -826,7 +826,7 @@ async fn controller_drain_mode_hands_the_drain_to_the_controller() {
         lab.annotation("desiredDrain").as_deref() == Some("uncordon-rendered-2")
     })
     .await;
-    drain_controller(&lab, &mut seen).await;
+    drain_controller(&lab, &mut seen);
     lab.wait_updated("rendered-2").await;
     assert_done(&lab, "rendered-2");
     assert_eq!(seen, vec!["drain-rendered-2", "uncordon-rendered-2"]);
