@@ -974,10 +974,7 @@ async fn update_abandoned_during_a_blocked_drain_uncordons() {
     // The admin gives up on rendered-2 while the daemon is down: the node goes back to rendered-1.
     lab.set_desired("rendered-1", None);
     lab.start();
-    lab.wait_for("uncordoned at rendered-1", Duration::from_secs(30), |lab| {
-        lab.annotation("state").as_deref() == Some("Done") && !lab.unschedulable()
-    })
-    .await;
+    lab.wait_updated("rendered-1").await;
     assert_done(&lab, "rendered-1");
     assert_eq!(lab.file("/etc/agent.conf").as_deref(), Some("off"));
     assert!(lab.systemd.reboots().is_empty());
