@@ -77,7 +77,7 @@ fn rss_breakdown(pid: u32) -> String {
         }
     }
     let mut top: Vec<(String, u64)> = by_name.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|b| std::cmp::Reverse(b.1));
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let sum = |names: &[&str]| -> u64 {
         rollup
