@@ -3,11 +3,12 @@
 //! no API server: `cluster` is `None`, so there is no drain and nothing to report).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::env::NodeEnv;
 use super::journal::{self, Journal};
@@ -93,15 +94,58 @@ impl<C: Cluster + 'static> ClusterSide<C> {
         Ok(())
     }
 
-    fn drainer(&self, metrics: &Arc<Metrics>) -> Drainer<C> {
+    /// A drainer; `blocked` receives every pod a disruption budget keeps on the node.
+    fn drainer(
+        &self,
+        metrics: &Arc<Metrics>,
+        blocked: Option<mpsc::UnboundedSender<BlockedPod>>,
+    ) -> Drainer<C> {
         Drainer::new(self.cluster.clone(), self.drain_options.clone())
-            .with_observer(Arc::new(DrainMetrics(metrics.clone())))
+            .with_observer(Arc::new(DrainMetrics {
+                metrics: metrics.clone(),
+                blocked,
+            }))
             .with_mcn(self.mcn.clone())
+    }
+
+    /// While a drain is blocked, the node's `reason` says by which pods and budgets (the state stays
+    /// `Working`), so `oc describe node` answers "why is this node not updating?". Runs until dropped.
+    async fn report_blocked(
+        &self,
+        mut blocked: mpsc::UnboundedReceiver<BlockedPod>,
+        reported: &AtomicBool,
+    ) {
+        let mut pods: std::collections::BTreeMap<String, BlockedPod> = Default::default();
+        while let Some(b) = blocked.recv().await {
+            pods.insert(b.pod.clone(), b);
+            let why = format!(
+                "Draining node {}: {}",
+                self.cluster.node_name(),
+                pods.values()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            let changes = crate::cluster::annotations::AnnotationChanges::new().set(
+                crate::cluster::annotations::REASON,
+                crate::cluster::annotations::truncate_reason(&why),
+            );
+            match self.annotations.write(changes, None).await {
+                Ok(_) => reported.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not report the blocked drain")
+                }
+            }
+        }
+        std::future::pending::<()>().await;
     }
 }
 
-/// Drain progress into `mcd_drain_blocked_seconds`.
-struct DrainMetrics(Arc<Metrics>);
+/// Drain progress into `mcd_drain_blocked_seconds`, and blocked pods to the reporter.
+struct DrainMetrics {
+    metrics: Arc<Metrics>,
+    blocked: Option<mpsc::UnboundedSender<BlockedPod>>,
+}
 
 impl DrainObserver for DrainMetrics {
     fn pod_blocked(&self, blocked: &BlockedPod) {
@@ -109,9 +153,12 @@ impl DrainObserver for DrainMetrics {
             .or_else(|_| blocked.since.parse::<k8s_openapi::jiff::Timestamp>());
         if let Ok(since) = since {
             let secs = k8s_openapi::jiff::Timestamp::now().as_second() - since.as_second();
-            self.0.drain_blocked_seconds.set(secs.max(0) as f64);
+            self.metrics.drain_blocked_seconds.set(secs.max(0) as f64);
         }
         tracing::warn!(pod = %blocked.pod, pdb = blocked.pdb.as_deref().unwrap_or(""), since = %blocked.since, "{blocked}");
+        if let Some(tx) = &self.blocked {
+            let _ = tx.send(blocked.clone());
+        }
     }
 }
 
@@ -212,6 +259,8 @@ where
                     self.save(j)?;
                     crash_point("daemon::after-reboot-recorded");
                     self.request_reboot(j).await?;
+                    // The phase was recorded before the request; this point kills the daemon after it.
+                    crash_point("daemon::after-rebooting");
                     return Ok(Outcome::RebootRequested);
                 }
                 Phase::ActionsDone => self.post_actions(j).await?,
@@ -295,7 +344,16 @@ where
             .await;
             return Ok(true);
         }
-        let drainer = side.drainer(self.metrics);
+        // Recorded before the cordon: whatever happens next (SIGTERM, a drain timeout, a newer config that
+        // needs no drain replacing this one), the update that ends uncordons. In self mode the uncordon
+        // only undoes a cordon this daemon made (the cordoned-by annotation says so).
+        if !j.progress.cordoned_by_us {
+            j.progress.cordoned_by_us = true;
+            self.save(j)?;
+        }
+        let (blocked_tx, blocked_rx) = mpsc::unbounded_channel();
+        let drainer = side.drainer(self.metrics, Some(blocked_tx));
+        let reported = AtomicBool::new(false);
         let config = j.progress.target.config.clone();
         let result = tokio::select! {
             r = async {
@@ -304,6 +362,7 @@ where
                     DrainMode::Controller => drainer.controller_drain(&config).await,
                 }
             } => r,
+            _ = side.report_blocked(blocked_rx, &reported) => unreachable!("the reporter never ends"),
             _ = self.until_stopped() => return Ok(false),
         };
         self.metrics.drain_blocked_seconds.set(0.0);
@@ -314,7 +373,16 @@ where
                     skipped = report.skipped.len(),
                     "node drained"
                 );
-                j.progress.cordoned_by_us = true;
+                if reported.load(Ordering::SeqCst) {
+                    // No longer blocked. Written unconditionally: the watched node may lag behind.
+                    side.annotations
+                        .write(
+                            crate::cluster::annotations::AnnotationChanges::new()
+                                .set(crate::cluster::annotations::REASON, ""),
+                            None,
+                        )
+                        .await?;
+                }
                 Ok(true)
             }
             Err(e) => {
@@ -584,22 +652,9 @@ where
         .await
         .context("the ODC task panicked")??;
         crash_point("daemon::complete-after-odc");
-        journal::remove(self.root)?;
-        crash_point("daemon::complete-after-journal");
-        self.metrics.updates_completed.inc();
-        self.metrics.set_update_state(&j.progress.target.config, "");
-        let Some(side) = self.cluster else {
-            return Ok(());
-        };
-        let node = side.node();
-        let desired_image_empty = node
-            .as_ref()
-            .and_then(|n| {
-                crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE)
-            })
-            .is_none_or(str::is_empty);
-        if j.progress.cordoned_by_us {
-            let drainer = side.drainer(self.metrics);
+        // Uncordon while the journal still says we cordoned: once it is gone, nothing remembers that.
+        if let Some(side) = self.cluster.filter(|_| j.progress.cordoned_by_us) {
+            let drainer = side.drainer(self.metrics, None);
             let result = match side.drain_mode {
                 DrainMode::SelfDrain => drainer.uncordon().await.map(|_| ()),
                 DrainMode::Controller => {
@@ -615,6 +670,20 @@ where
                 return Err(anyhow::Error::new(e).context("uncordoning the node"));
             }
         }
+        journal::remove(self.root)?;
+        crash_point("daemon::complete-after-journal");
+        self.metrics.updates_completed.inc();
+        self.metrics.set_update_state(&j.progress.target.config, "");
+        let Some(side) = self.cluster else {
+            return Ok(());
+        };
+        let node = side.node();
+        let desired_image_empty = node
+            .as_ref()
+            .and_then(|n| {
+                crate::cluster::annotations::get(n, crate::cluster::annotations::DESIRED_IMAGE)
+            })
+            .is_none_or(str::is_empty);
         side.annotations
             .write(
                 crate::cluster::annotations::AnnotationChanges::new().done(

@@ -3,6 +3,8 @@
 //! service. A reboot is simulated: the harness stops the daemon once it asked systemd for one, writes a new
 //! boot id and starts it again with the sysroot's new default deployment standing for the booted one
 //! (`--test-only-simulated-boot`).
+//!
+//! Also used by `benches/daemon.rs` (through `#[path]`), so everything here is plain library code.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use testbed::dbus::PrivateBus;
 use testbed::systemd::FakeSystemd;
 use testbed::{
     BaseSpec, BuiltImage, FileSpec, ImageLab, LayerSpec, NodeRoot, Registry, SandboxSysroot,
+    SysrootSnapshot,
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_machine-config-daemon");
@@ -35,9 +38,12 @@ pub struct Lab {
     pub work: tempfile::TempDir,
     daemon: Option<Child>,
     runs: usize,
+    /// Simulated boots so far (the install counts as the first).
     pub boots: usize,
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// `ConfigDriftMonitorStarted` events when the daemon was last started.
+    monitors_at_start: usize,
 }
 
 impl Drop for Lab {
@@ -62,13 +68,103 @@ pub fn mc(name: &str, image: Option<&str>, kargs: &[&str], config: Value) -> Val
 pub fn ignition(files: &[(&str, &str)], keys: &[&str]) -> Value {
     let files: Vec<Value> = files
         .iter()
-        .map(|(p, c)| json!({"path": p, "mode": 420, "contents": {"source": machine_config_daemon::config::dataurl::encode_base64(c.as_bytes())}}))
+        .map(|(p, c)| json!({"path": p, "mode": 420, "overwrite": true, "contents": {"source": machine_config_daemon::config::dataurl::encode_base64(c.as_bytes())}}))
         .collect();
     let mut cfg = json!({"ignition": {"version": "3.4.0"}, "storage": {"files": files}});
     if !keys.is_empty() {
         cfg["passwd"] = json!({"users": [{"name": "core", "sshAuthorizedKeys": keys}]});
     }
     cfg
+}
+
+/// A pod on `node` (Running and Ready, 1 s grace period). `owner` is `(kind, name)` of its controller.
+pub fn pod(ns: &str, name: &str, node: &str, owner: Option<(&str, &str)>, labels: Value) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}"), "labels": labels},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "registry.example/app:1"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    });
+    if let Some((kind, owner)) = owner {
+        let api = if kind == "Node" { "v1" } else { "apps/v1" };
+        p["metadata"]["ownerReferences"] = json!([{"apiVersion": api, "kind": kind, "name": owner,
+            "uid": format!("uid-{owner}"), "controller": true}]);
+    }
+    p
+}
+
+/// A mirror (static) pod, as the kubelet creates for a manifest in /etc/kubernetes/manifests.
+pub fn mirror_pod(ns: &str, name: &str, node: &str) -> Value {
+    let mut p = pod(ns, name, node, Some(("Node", node)), json!({}));
+    p["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "0123abcd"});
+    p
+}
+
+/// Every file, directory and symlink under a tree: path → (mode, contents or link target).
+pub type TreeSnapshot = BTreeMap<PathBuf, (u32, Vec<u8>)>;
+
+pub fn snapshot_tree(root: &Path) -> TreeSnapshot {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = TreeSnapshot::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let body = if meta.file_type().is_symlink() {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_file() {
+                std::fs::read(&p).unwrap_or_default()
+            } else {
+                stack.push(p);
+                Vec::new()
+            };
+            out.insert(rel, (meta.mode(), body));
+        }
+    }
+    out
+}
+
+/// The paths where two snapshots differ (for a readable assertion message).
+pub fn tree_diff(a: &TreeSnapshot, b: &TreeSnapshot) -> Vec<String> {
+    let mut diff = Vec::new();
+    for (p, v) in a {
+        match b.get(p) {
+            None => diff.push(format!("removed {}", p.display())),
+            Some(w) if w != v => diff.push(format!("changed {}", p.display())),
+            _ => {}
+        }
+    }
+    for p in b.keys() {
+        if !a.contains_key(p) {
+            diff.push(format!("added {}", p.display()));
+        }
+    }
+    diff
+}
+
+/// A condition of the MachineConfigNode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// An Event as `kubectl get events` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub reason: String,
+    pub kind: String,
+    pub message: String,
 }
 
 impl Lab {
@@ -117,6 +213,7 @@ impl Lab {
             boots: 0,
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            monitors_at_start: 0,
         };
         // Install: the first config applied with the CLI, as an installer would, then "booted".
         let first = initial(&lab);
@@ -221,7 +318,81 @@ impl Lab {
             .unwrap_or(false)
     }
 
-    fn boot_id_file(&self) -> PathBuf {
+    /// The bodies of every PATCH of our Node the daemon sent (in order).
+    pub fn node_patches(&self) -> Vec<Value> {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.resource == "nodes")
+            .filter_map(|r| r.body.as_deref())
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect()
+    }
+
+    /// Whether the daemon ever cordoned the node (a PATCH setting `spec.unschedulable`).
+    pub fn ever_cordoned(&self) -> bool {
+        self.node_patches()
+            .iter()
+            .any(|p| p["spec"]["unschedulable"] == json!(true))
+    }
+
+    /// `namespace/name` of every pod an eviction was requested for.
+    pub fn evictions(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "pods/eviction" && r.method == "POST")
+            .filter_map(|r| {
+                // /api/v1/namespaces/<ns>/pods/<name>/eviction
+                let parts: Vec<&str> = r.path_and_query.split('/').collect();
+                let ns = parts.iter().position(|p| *p == "namespaces")?;
+                Some(format!("{}/{}", parts.get(ns + 1)?, parts.get(ns + 3)?))
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Requests counted by kube-sim for `"<verb> <resource>"`; the resource may leave out its group
+    /// (`"get machineconfigs"`).
+    pub fn counters_for(&self, key: &str) -> u64 {
+        self.sim
+            .counters()
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str() == key
+                    || k.strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    pub fn pod_exists(&self, ns: &str, name: &str) -> bool {
+        self.sim.get_object("v1", "Pod", Some(ns), name).is_some()
+    }
+
+    pub fn mcn(&self) -> Option<Value> {
+        self.sim.get_object(MCFG, "MachineConfigNode", None, NODE)
+    }
+
+    pub fn mcn_condition(&self, ty: &str) -> Option<Condition> {
+        let mcn = self.mcn()?;
+        let c = mcn["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == ty)?
+            .clone();
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        Some(Condition {
+            status: s("status"),
+            reason: s("reason"),
+            message: s("message"),
+        })
+    }
+
+    pub fn boot_id_file(&self) -> PathBuf {
         self.work.path().join("boot_id")
     }
 
@@ -238,11 +409,18 @@ impl Lab {
         self.work.path().join(format!("daemon-{}.log", self.runs))
     }
 
+    pub fn kubeconfig(&self) -> &Path {
+        self.sim.kubeconfig_path().unwrap()
+    }
+
     pub fn start(&mut self) {
         assert!(self.daemon.is_none(), "the daemon is already running");
         self.runs += 1;
+        self.monitors_at_start = self.event_messages("ConfigDriftMonitorStarted").len();
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut cmd = Command::new(BIN);
+        // E2E_DAEMON_BIN runs another build of the daemon (e.g. a copy on tmpfs, for memory figures).
+        let bin = std::env::var("E2E_DAEMON_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
         cmd.args([
             "start",
             "--node-name",
@@ -253,7 +431,7 @@ impl Lab {
             "60s",
         ])
         .arg("--kubeconfig")
-        .arg(self.sim.kubeconfig_path().unwrap())
+        .arg(self.kubeconfig())
         .arg("--root")
         .arg(self.node.path())
         .arg("--sysroot")
@@ -268,6 +446,7 @@ impl Lab {
         )
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
+        .env_remove("FAILPOINTS")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -277,17 +456,27 @@ impl Lab {
         self.daemon = Some(cmd.spawn().unwrap());
     }
 
-    /// SIGTERM and wait (as systemd stops the service).
-    pub fn stop(&mut self) -> Option<i32> {
+    /// The running daemon's process id.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    pub fn running(&self) -> bool {
+        self.daemon.is_some()
+    }
+
+    /// SIGTERM and wait (as systemd stops the service). Returns the exit code and how long it took.
+    pub fn stop_timed(&mut self) -> Option<(Option<i32>, Duration)> {
         let mut child = self.daemon.take()?;
+        let asked = Instant::now();
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = asked + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
+                return Some((status.code(), asked.elapsed()));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -296,8 +485,13 @@ impl Lab {
                     self.logs()
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// SIGTERM and wait (as systemd stops the service).
+    pub fn stop(&mut self) -> Option<i32> {
+        self.stop_timed().and_then(|(code, _)| code)
     }
 
     /// SIGKILL (a crash).
@@ -326,6 +520,12 @@ impl Lab {
         self.start();
     }
 
+    /// A reboot without the daemon running (it crashed after asking for one).
+    pub fn reboot_stopped(&mut self) {
+        assert!(self.daemon.is_none());
+        self.new_boot();
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.runs {
@@ -338,7 +538,19 @@ impl Lab {
         out
     }
 
-    /// Poll until `pred` holds on the node (or a reboot request appears, when `stop_on_reboot`).
+    /// Everything an admin would look at, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "node annotations: {}\nunschedulable: {}\nsystemd calls: {:?}\nevents: {:?}\n{}",
+            serde_json::to_string_pretty(&self.node_obj()["metadata"]["annotations"]).unwrap(),
+            self.unschedulable(),
+            self.systemd.calls(),
+            self.events_full(),
+            self.logs()
+        )
+    }
+
+    /// Poll until `pred` holds.
     pub async fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Lab) -> bool) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -346,15 +558,9 @@ impl Lab {
                 return;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; node annotations: {}\nsystemd calls: {:?}\n{}",
-                    serde_json::to_string_pretty(&self.node_obj()["metadata"]["annotations"])
-                        .unwrap(),
-                    self.systemd.calls(),
-                    self.logs()
-                );
+                panic!("timed out waiting for {what}\n{}", self.describe());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -372,6 +578,44 @@ impl Lab {
         .await;
     }
 
+    /// Wait until the MachineConfigNode condition `ty` has `status` (conditions follow the annotations).
+    pub async fn wait_condition(&mut self, ty: &str, status: &str) {
+        let (t, st) = (ty.to_string(), status.to_string());
+        self.wait_for(
+            &format!("MCN {ty}={status}"),
+            Duration::from_secs(30),
+            move |lab| lab.mcn_condition(&t).is_some_and(|c| c.status == st),
+        )
+        .await;
+    }
+
+    /// The daemon started and found the node at its config (it starts the drift monitor last).
+    pub async fn wait_settled(&mut self) {
+        let before = self.monitors_at_start;
+        self.wait_for(
+            "the daemon to settle (drift monitor started)",
+            Duration::from_secs(60),
+            move |lab| lab.event_messages("ConfigDriftMonitorStarted").len() > before,
+        )
+        .await;
+    }
+
+    /// An update to `config` completed: Done there, and the `NodeDone` event (written last) is out.
+    pub async fn wait_updated(&mut self, config: &str) {
+        self.wait_state("Done", config).await;
+        let c = config.to_string();
+        self.wait_for(
+            &format!("the NodeDone event for {config}"),
+            Duration::from_secs(10),
+            move |lab| {
+                lab.event_messages("NodeDone")
+                    .iter()
+                    .any(|m| m.contains(&format!("currentConfig {c} ")))
+            },
+        )
+        .await;
+    }
+
     pub async fn wait_reboot_request(&mut self, n: usize) {
         self.wait_for(
             &format!("reboot request #{n}"),
@@ -381,12 +625,28 @@ impl Lab {
         .await;
     }
 
+    /// Wait until the daemon process exits by itself; panics after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.exited() {
+            if Instant::now() > deadline {
+                panic!("the daemon did not exit\n{}", self.describe());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn file(&self, path: &str) -> Option<String> {
         std::fs::read_to_string(self.node.path().join(path.trim_start_matches('/'))).ok()
     }
 
-    /// The image of the deployment the sysroot boots next.
-    pub fn default_deployment_image(&self) -> String {
+    pub fn write_file(&self, path: &str, contents: &str) {
+        self.node.write(path, contents).unwrap();
+    }
+
+    /// `machine-config-daemon status -o json` of the sandbox sysroot (nothing is booted from it: the
+    /// default deployment is `pending`, the next one `rollback`).
+    pub fn os_status(&self) -> Value {
         let out = Command::new(BIN)
             .args(["status", "-o", "json", "--sysroot"])
             .arg(self.sysroot.path())
@@ -394,7 +654,12 @@ impl Lab {
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-        let status = &v["status"];
+        v["status"].clone()
+    }
+
+    /// The image of the deployment the sysroot boots next.
+    pub fn default_deployment_image(&self) -> String {
+        let status = self.os_status();
         let d = if status["pending"].is_object() {
             &status["pending"]
         } else {
@@ -403,16 +668,76 @@ impl Lab {
         d["image"].as_str().unwrap_or("").to_string()
     }
 
-    pub fn events(&self) -> Vec<String> {
-        self.sim
-            .list_objects("v1", "Event")
+    /// The images of the sysroot's deployments, default first.
+    pub fn deployment_images(&self) -> Vec<String> {
+        let status = self.os_status();
+        ["pending", "booted", "rollback"]
             .iter()
-            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .filter_map(|r| status[r]["image"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn sysroot_snapshot(&self) -> SysrootSnapshot {
+        self.sysroot.snapshot().unwrap()
+    }
+
+    /// Drop the deployment the next boot would use, as a failed `ostree-finalize-staged` or a power cut
+    /// before it ran would: the next boot comes up on the previous deployment.
+    pub fn lose_staged_deployment(&self) {
+        let out = Command::new("ostree")
+            .args(["admin", "undeploy", "0"])
+            .arg(format!("--sysroot={}", self.sysroot.path().display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ostree admin undeploy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.events_full().into_iter().map(|e| e.reason).collect()
+    }
+
+    pub fn events_full(&self) -> Vec<Event> {
+        let mut events = self.sim.list_objects("v1", "Event");
+        events.sort_by_key(|e| {
+            e["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|r| r.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        events
+            .iter()
+            .map(|e| Event {
+                reason: e["reason"].as_str().unwrap_or_default().to_string(),
+                kind: e["type"].as_str().unwrap_or_default().to_string(),
+                message: e["message"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+
+    /// Messages of the events with this reason.
+    pub fn event_messages(&self, reason: &str) -> Vec<String> {
+        self.events_full()
+            .into_iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.message)
             .collect()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.node.path().join(rel)
+        self.node.path().join(rel.trim_start_matches('/'))
+    }
+
+    /// Systemd calls other than the reboot (reloads, restarts, daemon-reloads).
+    pub fn service_calls(&self) -> Vec<String> {
+        self.systemd
+            .calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("StartTransientUnit machine-config-daemon-reboot.service"))
+            .collect()
     }
 }
 

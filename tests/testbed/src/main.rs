@@ -7,6 +7,8 @@
 //! testbed registry --dir /tmp/reg --port 5000 &      # runs until killed
 //! testbed push --lab /tmp/lab --tag v2 --registry 127.0.0.1:5000 --name os
 //! testbed sysroot --dir /tmp/sysroot
+//! testbed node-root --dir /tmp/node --registry 127.0.0.1:5000
+//! testbed fake-systemd --dir /tmp/bus &              # prints the bus address; calls go to calls.log
 //! ```
 
 use std::path::PathBuf;
@@ -99,6 +101,21 @@ enum Command {
     /// Print the benchmark figures recorded in DIR as one table against their targets (`make bench`);
     /// exits 1 when a target is missed or a figure was not measured.
     BenchReport {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Prepare a directory standing in for a node's `/`: users (root, core), and a registries.conf that
+    /// marks the given plain-HTTP registry insecure.
+    NodeRoot {
+        #[arg(long)]
+        dir: PathBuf,
+        /// `127.0.0.1:<port>` of the registry OS images come from.
+        #[arg(long)]
+        registry: String,
+    },
+    /// Serve the systemd1 Manager test service on a private dbus-daemon until killed. Prints the bus
+    /// address (for `DBUS_SYSTEM_BUS_ADDRESS`); every call is appended to `<dir>/calls.log` as it happens.
+    FakeSystemd {
         #[arg(long)]
         dir: PathBuf,
     },
@@ -237,6 +254,60 @@ async fn run(cli: Cli) -> Result<()> {
                 .status()?;
             anyhow::ensure!(status.success(), "skopeo copy failed: {status}");
             println!("{registry}/{name}@{}", img.manifest_digest);
+        }
+        Command::NodeRoot { dir, registry } => {
+            std::fs::create_dir_all(&dir)?;
+            let write = |rel: &str, text: &str| -> Result<()> {
+                let p = dir.join(rel);
+                std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+                std::fs::write(&p, text).with_context(|| format!("Writing {}", p.display()))
+            };
+            write(
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\ncore:x:1000:1000:CoreOS Admin:/var/home/core:/bin/bash\n",
+            )?;
+            write("etc/group", "root:x:0:\ncore:x:1000:\n")?;
+            write(
+                "etc/shadow",
+                "root:*:19000:0:99999:7:::\ncore:*:19000:0:99999:7:::\n",
+            )?;
+            write(
+                "etc/containers/registries.conf",
+                &format!("[[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"),
+            )?;
+            println!("{}", dir.display());
+        }
+        Command::FakeSystemd { dir } => {
+            use std::io::Write as _;
+            std::fs::create_dir_all(&dir)?;
+            let bus = testbed::PrivateBus::start()?;
+            let systemd = testbed::systemd::FakeSystemd::start(&bus).await?;
+            let log_path = dir.join("calls.log");
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("Opening {}", log_path.display()))?;
+            println!("{}", bus.address());
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut written = 0;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
+                        let calls = systemd.calls();
+                        for call in &calls[written..] {
+                            writeln!(log, "{call}")?;
+                        }
+                        written = calls.len();
+                    }
+                }
+            }
+            drop(systemd);
+            drop(bus);
         }
         Command::Sysroot { dir, stateroot } => {
             let s = SandboxSysroot::create_at(&dir, &stateroot)?;

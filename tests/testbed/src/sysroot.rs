@@ -138,3 +138,33 @@ impl SandboxSysroot {
         })
     }
 }
+
+impl Drop for SandboxSysroot {
+    fn drop(&mut self) {
+        // ostree makes each deployment root immutable (`chattr +i`); without clearing that, removing the
+        // temp dir fails silently and every sysroot a test creates stays behind in /tmp.
+        if self._temp.is_some() {
+            clear_immutable_deployments(&self.deploy_dir());
+        }
+    }
+}
+
+/// Clear the immutable attribute of the deployment roots under a stateroot's `deploy` dir (best effort),
+/// so the sysroot can be removed.
+pub fn clear_immutable_deployments(deploy_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(deploy_dir) else {
+        return;
+    };
+    let dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    if !dirs.is_empty() {
+        let _ = Command::new("chattr")
+            .arg("-i")
+            .args(&dirs)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
