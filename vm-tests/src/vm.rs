@@ -349,6 +349,12 @@ impl Vm {
         Ok(Some(exit))
     }
 
+    /// Whether QEMU has exited since the last look, and how the boot ended (then recorded in its
+    /// [`BootRecord`]). `None` while it runs (or when it was not running).
+    pub fn check_exit(&mut self) -> Result<Option<Exit>> {
+        self.reap()
+    }
+
     /// Wait for the readiness marker of the current boot.
     pub fn wait_ready(&mut self) -> Result<&BootRecord> {
         let number = self.current()?.number;
