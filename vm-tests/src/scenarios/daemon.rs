@@ -450,6 +450,15 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
             "expected exactly one reboot: {:?}",
             boot_history(&node.vm)
         );
+        // The firstboot unit holds the daemon back until the node runs its config: the daemon must not
+        // even start in the boot that firstboot ended with a reboot.
+        let daemon_in_first_boot = node.vm.exec_ok(
+            "journalctl -b -1 -u machine-config-daemon.service --no-pager -q -o short-monotonic",
+        )?;
+        ensure!(
+            daemon_in_first_boot.trim().is_empty(),
+            "machine-config-daemon.service started while the firstboot reboot was pending:\n{daemon_in_first_boot}"
+        );
         let firstboot_ran = node
             .vm
             .exec_ok("journalctl -b -1 -u machine-config-daemon-firstboot --no-pager -q | wc -l")?;
