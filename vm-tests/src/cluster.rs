@@ -274,7 +274,10 @@ impl KubeSim {
             ("kube-node.yaml", vec!["get", "node", "-o", "yaml"]),
             ("kube-events.txt", vec!["get", "events", "-A"]),
             ("kube-pods.txt", vec!["get", "pods", "-A", "-o", "wide"]),
-            ("kube-machineconfigs.yaml", vec!["get", "machineconfigs", "-o", "yaml"]),
+            (
+                "kube-machineconfigs.yaml",
+                vec!["get", "machineconfigs", "-o", "yaml"],
+            ),
         ] {
             let text = match self.kubectl(&args) {
                 Ok(t) => t,
@@ -301,14 +304,14 @@ pub fn guest_kubeconfig(server: &str) -> String {
     )
 }
 
-/// A worker Node as the kubelet registered it, annotated as the MCO's bootstrap leaves a node at
-/// `config` (absent `config`: a node that never ran the daemon, with only `desiredConfig` set).
+/// A worker Node as the kubelet registered it, with `desiredConfig` and (when given) `currentConfig`
+/// as the MCO's bootstrap sets them, but no `state`: only the daemon writes `state=Done`, so a scenario
+/// that sees it knows the daemon verified the node (an empty state counts as Done to the MCO).
 pub fn node_object(name: &str, current: Option<&str>, desired: &str) -> Value {
     let mut annotations = serde_json::Map::new();
     annotations.insert(format!("{PREFIX}desiredConfig"), desired.into());
     if let Some(c) = current {
         annotations.insert(format!("{PREFIX}currentConfig"), c.into());
-        annotations.insert(format!("{PREFIX}state"), "Done".into());
     }
     json!({
         "apiVersion": "v1",
@@ -369,8 +372,11 @@ mod tests {
             raw: node_object("n1", Some("rendered-1"), "rendered-2"),
         };
         assert_eq!(node.annotation("desiredConfig"), Some("rendered-2"));
-        assert!(node.done_at("rendered-1"));
-        assert!(!node.done_at("rendered-2"));
+        assert_eq!(node.annotation("currentConfig"), Some("rendered-1"));
+        assert!(
+            !node.done_at("rendered-1"),
+            "Done is the daemon's to write, not the fixture's"
+        );
         assert!(!node.unschedulable());
         let fresh = NodeView {
             raw: node_object("n1", None, "rendered-fb"),

@@ -135,7 +135,10 @@ impl Disk {
         }
         let back = self.request(&format!("cat {dest}"))?;
         if back != contents {
-            bail!("{dest} in {} does not read back as written", self.image.display());
+            bail!(
+                "{dest} in {} does not read back as written",
+                self.image.display()
+            );
         }
         Ok(())
     }
@@ -250,7 +253,8 @@ mod tests {
             disk.read_to_string(&format!("{etc}/first.json")).unwrap(),
             "{}\n"
         );
-        let stat = String::from_utf8(disk.request(&format!("stat {etc}/first.json")).unwrap()).unwrap();
+        let stat =
+            String::from_utf8(disk.request(&format!("stat {etc}/first.json")).unwrap()).unwrap();
         assert!(stat.contains("Mode:  0600"), "{stat}");
         let err = disk
             .write_file(&format!("{etc}/first.json"), b"again", 0o600)

@@ -391,6 +391,7 @@ pub fn harness_overlay(ws: &Workspace) -> Overlay {
         .tree(ws.guest_dir())
         .enable("vmtest-ready.service", "multi-user.target")
         .enable("vmtest-agent.service", "multi-user.target")
+        .enable("vmtest-hold-finalize.service", "multi-user.target")
 }
 
 /// The disk image for `spec` on top of `base`: from the cache, or built now.
@@ -493,7 +494,8 @@ pub fn ensure_image(
         }
         Some(os) => {
             let lab = partial.join("lab");
-            let (deployed, image) = install_from_container_image(&sysroot, &repo, &lab, os, &kargs)?;
+            let (deployed, image) =
+                install_from_container_image(&sysroot, &repo, &lab, os, &kargs)?;
             let image = OsImage {
                 lab: dir.join("lab"),
                 ..image

@@ -191,6 +191,12 @@ impl Vm {
         &self.share
     }
 
+    /// How the next boots run: e.g. kernel arguments for the next boot only
+    /// (`config_mut().extra_kargs`).
+    pub fn config_mut(&mut self) -> &mut VmConfig {
+        &mut self.config
+    }
+
     pub fn boots(&self) -> &[BootRecord] {
         &self.boots
     }

@@ -43,8 +43,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             run: firstboot,
         },
         Scenario {
-            name: "power-cut-staging",
-            about: "power cut while the daemon stages: the old deployment boots, it stages again, one reboot",
+            name: "power-cut",
+            about: "power cuts while staging and before finalize: the old OS boots, the daemon restages, one reboot",
             run: power_cut_while_staging,
         },
         Scenario {
@@ -111,7 +111,10 @@ fn assert_updated_deployments(node: &mut Node, rollback: &str) -> Result<String>
         .context("no booted deployment")?
         .checksum
         .clone();
-    ensure!(booted != rollback, "still booted the old deployment {rollback}");
+    ensure!(
+        booted != rollback,
+        "still booted the old deployment {rollback}"
+    );
     ensure!(
         status.staged().is_none(),
         "something is still staged: {status:#?}"
@@ -154,7 +157,12 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
         objects: vec![
             cluster::ready_pod("default", "web-1", NODE, None),
             cluster::ready_pod("default", "web-2", NODE, None),
-            cluster::ready_pod("kube-system", "node-exporter-x7k2p", NODE, Some("node-exporter")),
+            cluster::ready_pod(
+                "kube-system",
+                "node-exporter-x7k2p",
+                NODE,
+                Some("node-exporter"),
+            ),
         ],
         ..Setup::default()
     };
@@ -170,15 +178,17 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
         let old = booted_checksum(node)?;
 
         let started = Instant::now();
-        node.kube
-            .annotate(&[("desiredConfig", Some(CONFIG))])?;
+        node.kube.annotate(&[("desiredConfig", Some(CONFIG))])?;
         run.step("pull + drain + stage + reboot", || {
             node.vm.expect_exit(Exit::Reboot)
         })?;
         // The guest is down: what the daemon left in the cluster before rebooting.
         let rebooting = node.kube.node()?;
         let a = rebooting.mco_annotations();
-        ensure!(rebooting.unschedulable(), "the node was not cordoned for the reboot");
+        ensure!(
+            rebooting.unschedulable(),
+            "the node was not cordoned for the reboot"
+        );
         ensure!(
             rebooting.annotation("post-config-action") == Some("Rebooting")
                 && rebooting.state() == Some("Working"),
@@ -209,7 +219,10 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
         );
         ensure!(
             done.annotation("reason").unwrap_or_default().is_empty()
-                && done.annotation("post-config-action").unwrap_or_default().is_empty(),
+                && done
+                    .annotation("post-config-action")
+                    .unwrap_or_default()
+                    .is_empty(),
             "reason or post-config-action not cleared: {a:?}"
         );
         node.assert_booted_image(&layered)?;
@@ -223,7 +236,14 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
             "the config's file is missing after the reboot"
         );
         let reasons = node.kube.event_reasons()?;
-        for wanted in ["Cordon", "Drain", "OSUpdateStaged", "Reboot", "Uncordon", "NodeDone"] {
+        for wanted in [
+            "Cordon",
+            "Drain",
+            "OSUpdateStaged",
+            "Reboot",
+            "Uncordon",
+            "NodeDone",
+        ] {
             ensure!(
                 reasons.iter().any(|r| r == wanted),
                 "no {wanted} event: {reasons:?}"
@@ -327,8 +347,7 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
             "the crio stand-in did not start once"
         );
 
-        node.kube
-            .annotate(&[("desiredConfig", Some(CONFIG))])?;
+        node.kube.annotate(&[("desiredConfig", Some(CONFIG))])?;
         run.step("daemon: rebootless update to Done", || {
             node.wait_done(CONFIG, NO_REBOOT_UPDATE)
         })?;
@@ -354,7 +373,8 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
             "crio.service was restarted (pid {crio_pid} -> {pid_after}), not reloaded"
         );
         ensure!(
-            node.guest_file("/etc/containers/registries.conf")?.as_deref()
+            node.guest_file("/etc/containers/registries.conf")?
+                .as_deref()
                 == Some(registries.as_str()),
             "registries.conf is not the config's"
         );
@@ -365,7 +385,10 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
             keys == format!("core 600\n{KEY}\n"),
             "core's authorized keys: {keys:?}"
         );
-        ensure!(booted_checksum(node)? == booted, "the booted deployment changed");
+        ensure!(
+            booted_checksum(node)? == booted,
+            "the booted deployment changed"
+        );
         ensure!(
             node.ostree_status()?.staged().is_none(),
             "something was staged"
@@ -421,7 +444,9 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
             node.vm.expect_exit(Exit::Reboot)
         })?;
         run.step("boot after the reboot", || node.vm.boot().map(|_| ()))?;
-        let done = run.step("daemon: verify, Done", || node.wait_done(CONFIG, AFTER_REBOOT))?;
+        let done = run.step("daemon: verify, Done", || {
+            node.wait_done(CONFIG, AFTER_REBOOT)
+        })?;
         ensure!(!done.unschedulable(), "the node is cordoned");
         let cmdline = node.vm.exec_ok("cat /proc/cmdline")?;
         ensure!(
@@ -434,7 +459,9 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
             node.guest_file("/etc/vmtest/firstboot.conf")?.as_deref() == Some(conf),
             "the config's file is missing"
         );
-        let etc = node.vm.exec_ok("ls /etc | grep ignition-machine-config || true")?;
+        let etc = node
+            .vm
+            .exec_ok("ls /etc | grep ignition-machine-config || true")?;
         ensure!(
             etc == "ignition-machine-config-encapsulated.json.bak\n",
             "expected only the .bak of the encapsulated config in /etc, found {etc:?}"
@@ -483,8 +510,7 @@ fn power_cut_while_staging(suite: &mut Suite, run: &mut Run) -> Result<()> {
     with_node(run, node, |node, run| {
         boot_to_done(node, run)?;
         let v1 = booted_checksum(node)?;
-        node.kube
-            .annotate(&[("desiredConfig", Some(CONFIG))])?;
+        node.kube.annotate(&[("desiredConfig", Some(CONFIG))])?;
         run.step("wait for the daemon to start staging", || {
             node.wait_event("OSUpdateStarted", Duration::from_secs(300))
         })?;
@@ -497,40 +523,90 @@ fn power_cut_while_staging(suite: &mut Suite, run: &mut Run) -> Result<()> {
                 .filter(|r| r.starts_with("OSUpdate") || r.as_str() == "Reboot")
                 .collect::<Vec<_>>()
         ));
-        // What the boot loader sees now: only the old deployment.
-        let disk = node.vm.disk()?;
-        let entries = disk.boot_entries()?;
-        let default = disk.deployment_of(bls::select(&entries, EntrySelection::Default)?)?;
-        ensure!(
-            default.starts_with(&v1),
-            "after the power cut the default boot entry leads to {default}, not the old {v1}"
-        );
-        ensure!(
-            entries.len() == 1,
-            "an unfinalized update must not add a boot entry: {entries:?}"
-        );
-
+        assert_only_entry(node, &v1)?;
+        node.vm
+            .config_mut()
+            .extra_kargs
+            .push("vmtest.hold_finalize".into());
         run.step("boot after the power cut", || node.vm.boot().map(|_| ()))?;
         ensure!(
             booted_checksum(node)? == v1,
             "the old deployment did not boot after the power cut"
         );
-        node.follow_daemon_reboot(run, "daemon: stage again + reboot")?;
-        run.step("daemon: verify, Done", || node.wait_done(CONFIG, AFTER_REBOOT))?;
+        // The daemon resumes and stages again; this time the power goes once the update is staged and
+        // the reboot has begun, before ostree-finalize-staged writes the boot entries (the harness
+        // holds the finalize at shutdown for this boot: vmtest-hold-finalize.service).
+        run.step(
+            "daemon: stage again, reboot; power cut before finalize",
+            || {
+                node.vm
+                    .wait_console("VMTEST-HOLDING-FINALIZE", Duration::from_secs(300))?;
+                node.vm.power_cut()
+            },
+        )?;
+        node.vm.config_mut().extra_kargs.clear();
+        let rebooting = node.kube.node()?;
+        ensure!(
+            rebooting.annotation("post-config-action") == Some("Rebooting"),
+            "the second power cut came before the reboot was requested: {:?}",
+            rebooting.mco_annotations()
+        );
+        assert_only_entry(node, &v1)?;
+        run.step("boot after the second power cut", || {
+            node.vm.boot().map(|_| ())
+        })?;
+        ensure!(
+            booted_checksum(node)? == v1,
+            "the old deployment did not boot after the second power cut"
+        );
+        node.follow_daemon_reboot(
+            run,
+            "daemon: finds the old OS booted, stages once more, reboots",
+        )?;
+        run.step("daemon: verify, Done", || {
+            node.wait_done(CONFIG, AFTER_REBOOT)
+        })?;
         node.assert_booted_image(&layered)?;
         assert_updated_deployments(node, &v1)?;
+        let reasons = node.kube.event_reasons()?;
+        ensure!(
+            count(&reasons, "FailedFinalization") == 1,
+            "expected one FailedFinalization event (the staged OS did not boot once): {reasons:?}"
+        );
         std::thread::sleep(Duration::from_secs(10));
         ensure!(
             node.vm.check_exit()?.is_none(),
             "the node went down again after Done"
         );
         ensure!(
-            boot_history(&node.vm) == [Some(Exit::PowerCut), Some(Exit::Reboot), None],
-            "expected the power cut and exactly one reboot: {:?}",
+            boot_history(&node.vm)
+                == [
+                    Some(Exit::PowerCut),
+                    Some(Exit::PowerCut),
+                    Some(Exit::Reboot),
+                    None
+                ],
+            "expected two power cuts, then exactly one reboot: {:?}",
             boot_history(&node.vm)
         );
         Ok(())
     })
+}
+
+/// With the VM off: the boot loader sees only the old deployment (nothing was finalized).
+fn assert_only_entry(node: &Node, v1: &str) -> Result<()> {
+    let disk = node.vm.disk()?;
+    let entries = disk.boot_entries()?;
+    let default = disk.deployment_of(bls::select(&entries, EntrySelection::Default)?)?;
+    ensure!(
+        default.starts_with(v1),
+        "after the power cut the default boot entry leads to {default}, not the old {v1}"
+    );
+    ensure!(
+        entries.len() == 1,
+        "an unfinalized update must not add a boot entry: {entries:?}"
+    );
+    Ok(())
 }
 
 /// Wait for `state=Degraded` with a reason containing `needle`.
@@ -538,7 +614,10 @@ fn wait_degraded(node: &mut Node, needle: &str) -> Result<NodeView> {
     node.wait_node(
         &format!("Degraded with a reason containing {needle:?}"),
         NO_REBOOT_UPDATE,
-        |n| n.state() == Some("Degraded") && n.annotation("reason").is_some_and(|r| r.contains(needle)),
+        |n| {
+            n.state() == Some("Degraded")
+                && n.annotation("reason").is_some_and(|r| r.contains(needle))
+        },
     )
 }
 
@@ -575,8 +654,20 @@ fn bad_image(suite: &mut Suite, run: &mut Run) -> Result<()> {
     let files: [McFile; 1] = [("/etc/containers/registries.conf", &registries, 0o644)];
     let setup = Setup {
         configs: vec![
-            machine_config("rendered-bad-registry", Some(&unreachable), &[], &files, &[]),
-            machine_config("rendered-not-bootable", Some(&not_bootable), &[], &files, &[]),
+            machine_config(
+                "rendered-bad-registry",
+                Some(&unreachable),
+                &[],
+                &files,
+                &[],
+            ),
+            machine_config(
+                "rendered-not-bootable",
+                Some(&not_bootable),
+                &[],
+                &files,
+                &[],
+            ),
         ],
         ..Setup::default()
     };
@@ -590,7 +681,10 @@ fn bad_image(suite: &mut Suite, run: &mut Run) -> Result<()> {
         let degraded = run.step("unreachable registry: Degraded", || {
             wait_degraded(node, "the registry cannot be reached")
         })?;
-        let reason = degraded.annotation("reason").unwrap_or_default().to_string();
+        let reason = degraded
+            .annotation("reason")
+            .unwrap_or_default()
+            .to_string();
         ensure!(
             reason.contains(&unreachable),
             "the reason does not name the image: {reason}"
@@ -603,7 +697,10 @@ fn bad_image(suite: &mut Suite, run: &mut Run) -> Result<()> {
         let degraded = run.step("not bootable: Degraded", || {
             wait_degraded(node, "not a bootable OS image")
         })?;
-        let reason = degraded.annotation("reason").unwrap_or_default().to_string();
+        let reason = degraded
+            .annotation("reason")
+            .unwrap_or_default()
+            .to_string();
         ensure!(
             reason.contains(&not_bootable),
             "the reason does not name the image: {reason}"

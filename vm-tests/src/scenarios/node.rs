@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::{Run, Suite};
 use crate::cluster::{self, KubeSim, MCFG, NodeView};
 use crate::image::{DiskImage, ImageSpec, OsImageSpec};
-use crate::ostree_status::Status;
 use crate::osimages::{self, OsRegistry};
+use crate::ostree_status::Status;
 use crate::overlay::Overlay;
 use crate::qemu::{GuestForward, HOST_ADDR_IN_GUEST};
 use crate::vm::{Exit, Vm, VmConfig};
@@ -87,12 +87,7 @@ pub fn image_spec(ws: &Workspace) -> Result<ImageSpec> {
         .context("vm-tests has no parent directory")?
         .to_path_buf();
     let units = repo.join("systemd");
-    let unit = |name: &str| {
-        (
-            format!("/usr/lib/systemd/system/{name}"),
-            units.join(name),
-        )
-    };
+    let unit = |name: &str| (format!("/usr/lib/systemd/system/{name}"), units.join(name));
     let env = format!(
         "# vm-tests: the node's name in kube-sim and how to reach the API server.\n\
          NODE_NAME={NODE}\n\
@@ -269,7 +264,12 @@ impl Node {
         ];
         objects.extend(setup.configs);
         objects.extend(setup.objects);
-        let kube = KubeSim::start(&binary_from_env(KUBE_SIM_BIN_ENV, "kube-sim")?, &run.dir, NODE, &objects)?;
+        let kube = KubeSim::start(
+            &binary_from_env(KUBE_SIM_BIN_ENV, "kube-sim")?,
+            &run.dir,
+            NODE,
+            &objects,
+        )?;
         let config = VmConfig {
             forwards: vec![
                 registry,
@@ -362,9 +362,7 @@ impl Node {
 
     /// The daemon's view of the OS (`machine-config-daemon status -o json` in the guest).
     pub fn os_status(&mut self) -> Result<Value> {
-        let text = self
-            .vm
-            .exec_ok("machine-config-daemon status -o json")?;
+        let text = self.vm.exec_ok("machine-config-daemon status -o json")?;
         let doc: Value = serde_json::from_str(&text)
             .with_context(|| format!("Parsing the daemon's status JSON: {text}"))?;
         Ok(doc["status"].clone())
@@ -400,7 +398,9 @@ impl Node {
 
     /// How many boots the guest's journal knows of (persistent journal).
     pub fn journal_boots(&mut self) -> Result<usize> {
-        let out = self.vm.exec_ok("journalctl --list-boots --no-pager -q | wc -l")?;
+        let out = self
+            .vm
+            .exec_ok("journalctl --list-boots --no-pager -q | wc -l")?;
         out.trim()
             .parse()
             .with_context(|| format!("journalctl --list-boots counted {out:?}"))
@@ -421,6 +421,12 @@ impl Node {
                 let _ = std::fs::write(run.dir.join("guest-daemon-journal.txt"), out.stdout);
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not read the guest journal"),
+        }
+        // The same with every structured field (the daemon logs `error=…` etc. as journal fields).
+        let script = "journalctl --no-pager -o json -u machine-config-daemon \
+                      -u machine-config-daemon-firstboot";
+        if let Ok(out) = self.vm.exec(script) {
+            let _ = std::fs::write(run.dir.join("guest-daemon-journal.json"), out.stdout);
         }
         if let Ok(out) = self.vm.exec("journalctl -b --no-pager -o short-monotonic") {
             let _ = std::fs::write(run.dir.join("guest-journal-this-boot.txt"), out.stdout);
