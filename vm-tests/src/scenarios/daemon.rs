@@ -85,10 +85,6 @@ fn on_cluster_image(suite: &mut Suite) -> Result<String> {
     )
 }
 
-fn registries_file() -> String {
-    registries_conf()
-}
-
 /// Boot, and let the daemon settle at the installed config.
 fn boot_to_done(node: &mut Node, run: &mut Run) -> Result<NodeView> {
     run.step("first boot to ready", || node.vm.boot().map(|_| ()))?;
@@ -103,7 +99,8 @@ fn boot_to_done(node: &mut Node, run: &mut Run) -> Result<NodeView> {
     })
 }
 
-/// `desired` is where the node is told to go; `rollback` the deployment it came from.
+/// After an update: a new deployment booted, nothing staged, and `rollback` (the checksum of the
+/// deployment it came from) as the rollback. Returns the booted checksum.
 fn assert_updated_deployments(node: &mut Node, rollback: &str) -> Result<String> {
     let status = node.ostree_status()?;
     let booted = status
@@ -147,7 +144,7 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
     let layered = layered_image(suite)?;
     const CONFIG: &str = "rendered-worker-2";
     let agent_conf = "enabled = true\n";
-    let registries = registries_file();
+    let registries = registries_conf();
     let files: [McFile; 2] = [
         ("/etc/containers/registries.conf", &registries, 0o644),
         ("/etc/vmtest/agent.conf", agent_conf, 0o644),
@@ -322,7 +319,7 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
         "{}\n[[registry]]\nprefix = \"quay.example.com/apps\"\nlocation = \"quay.example.com/apps\"\n\n\
          [[registry.mirror]]\nlocation = \"{HOST_ADDR_IN_GUEST}:{GUEST_REGISTRY_PORT}/apps\"\n\
          pull-from-mirror = \"digest-only\"\n",
-        registries_file()
+        registries_conf()
     );
     let image = node::registry(suite)?.installed()?;
     let setup = Setup {
@@ -415,7 +412,7 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
     const CONFIG: &str = "rendered-worker-fb";
     const KARG: &str = "vmtest.firstboot=applied";
     let conf = "first boot\n";
-    let registries = registries_file();
+    let registries = registries_conf();
     let files: [McFile; 2] = [
         ("/etc/containers/registries.conf", &registries, 0o644),
         ("/etc/vmtest/firstboot.conf", conf, 0o644),
@@ -500,7 +497,7 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
 fn power_cut_while_staging(suite: &mut Suite, run: &mut Run) -> Result<()> {
     let layered = layered_image(suite)?;
     const CONFIG: &str = "rendered-worker-2";
-    let registries = registries_file();
+    let registries = registries_conf();
     let files: [McFile; 1] = [("/etc/containers/registries.conf", &registries, 0o644)];
     let setup = Setup {
         configs: vec![machine_config(CONFIG, Some(&layered), &[], &files, &[])],
@@ -650,7 +647,7 @@ fn bad_image(suite: &mut Suite, run: &mut Run) -> Result<()> {
         OsRegistry::digest_of(&installed)
     );
     let not_bootable = node::registry(suite)?.not_bootable("app")?;
-    let registries = registries_file();
+    let registries = registries_conf();
     let files: [McFile; 1] = [("/etc/containers/registries.conf", &registries, 0o644)];
     let setup = Setup {
         configs: vec![
