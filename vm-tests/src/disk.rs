@@ -143,6 +143,14 @@ impl Disk {
         Ok(())
     }
 
+    /// Copy a directory tree out of the image into `dest` (created; the tree lands in
+    /// `dest/<last component of path>`).
+    pub fn rdump(&self, path: &str, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest)?;
+        self.request(&format!("rdump {path} {}", dest.display()))?;
+        Ok(())
+    }
+
     /// The target of a symlink (not followed).
     pub fn read_link(&self, path: &str) -> Result<String> {
         let out = self.request(&format!("stat {path}"))?;
@@ -262,6 +270,13 @@ mod tests {
             .to_string();
         assert!(err.contains("already exists"), "{err}");
         assert!(disk.write_file("/no/such/dir/x", b"x", 0o644).is_err());
+
+        let out = tmp.path().join("out");
+        disk.rdump("/boot/ostree", &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("ostree/k")).unwrap(),
+            "kernel-bytes"
+        );
     }
 
     #[test]

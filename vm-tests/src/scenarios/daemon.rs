@@ -176,9 +176,7 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
 
         let started = Instant::now();
         node.kube.annotate(&[("desiredConfig", Some(CONFIG))])?;
-        run.step("pull + drain + stage + reboot", || {
-            node.vm.expect_exit(Exit::Reboot)
-        })?;
+        run.step("pull + drain + stage + reboot", || node.wait_daemon_reboot())?;
         // The guest is down: what the daemon left in the cluster before rebooting.
         let rebooting = node.kube.node()?;
         let a = rebooting.mco_annotations();

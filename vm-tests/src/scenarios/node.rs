@@ -31,6 +31,11 @@ pub const GUEST_API_PORT: u16 = 6443;
 pub const INSTALLED_CONFIG: &str = "rendered-worker-1";
 /// Where the guest's stand-in for CRI-O records its starts and reloads.
 pub const CRIO_EVENTS: &str = "/run/crio-events";
+/// The units whose journal a run keeps.
+const JOURNAL_UNITS: &str = "-u machine-config-daemon -u machine-config-daemon-firstboot \
+                             -u ostree-finalize-staged -u machine-config-daemon-reboot -u crio";
+/// From asking for an update to the guest's reboot: pull, drain, stage under emulation.
+const REBOOT_WAIT: Duration = Duration::from_secs(600);
 /// Where the daemon's environment file lives on Debian.
 const ENV_FILE: &str = "/etc/default/machine-config-daemon";
 const KUBECONFIG: &str = "/etc/kubernetes/kubeconfig";
@@ -350,13 +355,42 @@ impl Node {
         }
     }
 
+    /// Wait for the guest to reboot by itself (the daemon's update). Fails early, with the reason, if
+    /// the daemon reports the node Degraded or Unreconcilable instead, and after `REBOOT_WAIT`.
+    pub fn wait_daemon_reboot(&mut self) -> Result<()> {
+        let deadline = Instant::now() + REBOOT_WAIT;
+        let mut next_look = Instant::now();
+        loop {
+            match self.vm.check_exit()? {
+                Some(Exit::Reboot) => return Ok(()),
+                Some(other) => bail!("the guest went down ({other:?}) instead of rebooting"),
+                None => {}
+            }
+            if Instant::now() >= next_look {
+                let node = self.kube.node()?;
+                if let Some(state @ ("Degraded" | "Unreconcilable")) = node.state() {
+                    bail!(
+                        "the daemon reported {state} instead of rebooting: {}",
+                        node.annotation("reason").unwrap_or_default()
+                    );
+                }
+                next_look = Instant::now() + Duration::from_secs(2);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the guest did not reboot within {} s; node annotations: {:?}",
+                    REBOOT_WAIT.as_secs(),
+                    self.kube.node()?.mco_annotations()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The daemon reboots the node by itself: wait for the guest's reboot, then boot what the boot
     /// entries now say (the harness is the bootloader).
     pub fn follow_daemon_reboot(&mut self, run: &mut Run, label: &str) -> Result<()> {
-        run.step(label, || {
-            self.vm.expect_exit(Exit::Reboot)?;
-            Ok(())
-        })?;
+        run.step(label, || self.wait_daemon_reboot())?;
         run.step("boot after the reboot", || self.vm.boot().map(|_| ()))
     }
 
@@ -411,12 +445,14 @@ impl Node {
     pub fn collect_logs(&mut self, run: &Run) {
         self.kube.dump();
         if !self.vm.is_running() {
+            // The guest's persistent journal, read from its disk (what a power cut left of it).
+            if let Err(e) = self.journal_from_disk(run) {
+                tracing::warn!(error = %format!("{e:#}"), "could not read the journal from the disk");
+            }
             return;
         }
-        let script = "journalctl --no-pager -o short-monotonic -u machine-config-daemon \
-                      -u machine-config-daemon-firstboot -u ostree-finalize-staged \
-                      -u machine-config-daemon-reboot -u crio";
-        match self.vm.exec(script) {
+        let script = format!("journalctl --no-pager -o short-monotonic {JOURNAL_UNITS}");
+        match self.vm.exec(&script) {
             Ok(out) => {
                 let _ = std::fs::write(run.dir.join("guest-daemon-journal.txt"), out.stdout);
             }
@@ -431,6 +467,22 @@ impl Node {
         if let Ok(out) = self.vm.exec("journalctl -b --no-pager -o short-monotonic") {
             let _ = std::fs::write(run.dir.join("guest-journal-this-boot.txt"), out.stdout);
         }
+    }
+
+    fn journal_from_disk(&self, run: &Run) -> Result<()> {
+        let files = run.dir.join("guest-journal-files");
+        self.vm
+            .disk()?
+            .rdump("/ostree/deploy/debian/var/log/journal", &files)?;
+        let out = std::process::Command::new("journalctl")
+            .arg("-D")
+            .arg(files.join("journal"))
+            .args(["--no-pager", "-o", "short-monotonic"])
+            .args(JOURNAL_UNITS.split_whitespace())
+            .output()
+            .context("Running journalctl -D")?;
+        std::fs::write(run.dir.join("guest-daemon-journal.txt"), out.stdout)?;
+        Ok(())
     }
 
     /// Power off and record the boots.
