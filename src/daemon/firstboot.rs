@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::env::NodeEnv;
 use super::journal::{self, Journal};
 use super::state::{Progress, Target};
-use super::update::{Executor, Outcome};
+use super::update::{Executor, Outcome, REBOOT_GRACE};
 use crate::cluster::KubeCluster;
 use crate::config::paths::ENCAPSULATED_CONFIG;
 use crate::config::{ImageRef, MachineConfig, MachineConfiguration};
@@ -83,7 +83,16 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
         .await
         .context("systemd is needed for the reboot")?;
     let metrics = Arc::new(Metrics::new());
-    let (_stop_tx, stop) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    // SIGTERM (the unit being stopped, e.g. by the reboot) ends the run at a safe point.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        if term.recv().await.is_some() {
+            let _ = stop_tx.send(true);
+        }
+    });
+    let mut stopped = stop.clone();
     let executor: Executor<'_, KubeCluster, _, _> = Executor {
         root: &root,
         os: &os,
@@ -95,7 +104,21 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
         node_name: "",
     };
     match executor.run(&mut j).await? {
-        Outcome::RebootRequested => Ok(FirstbootOutcome::Rebooting),
+        Outcome::RebootRequested => {
+            if opts.test_only_simulated_boot.is_none() {
+                // Stay until the shutdown stops us, as the MCD does: a oneshot unit that returned now
+                // would count as finished, and the units ordered after it (the daemon) would start in
+                // a system that is going down, and could ask for the same reboot once more.
+                let waited = tokio::time::timeout(REBOOT_GRACE, stopped.wait_for(|s| *s)).await;
+                if waited.is_err() {
+                    anyhow::bail!(
+                        "the reboot requested {} s ago has not happened; see `journalctl -u machine-config-daemon-reboot`",
+                        REBOOT_GRACE.as_secs()
+                    );
+                }
+            }
+            Ok(FirstbootOutcome::Rebooting)
+        }
         Outcome::Completed => Ok(FirstbootOutcome::NothingToDo(
             "the node already runs the config".into(),
         )),

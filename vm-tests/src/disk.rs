@@ -90,6 +90,67 @@ impl Disk {
         Ok(())
     }
 
+    /// Write `contents` as a new file at the absolute `dest` (its directory must exist, the file must
+    /// not), owned by root with `mode`: what Ignition does to the deployment's `/etc` on a first boot.
+    /// The VM must be off.
+    pub fn write_file(&self, dest: &str, contents: &[u8], mode: u32) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, name) = dest
+            .rsplit_once('/')
+            .filter(|(d, n)| d.starts_with('/') && !n.is_empty())
+            .with_context(|| format!("{dest:?} is not an absolute file path"))?;
+        let dir = if dir.is_empty() { "/" } else { dir };
+        if self.list_dir(dir)?.iter().any(|n| n == name) {
+            bail!("{dest} already exists in {}", self.image.display());
+        }
+        // debugfs `write` takes the mode (and owner: root, as we are) from the source file.
+        let mut source = tempfile::NamedTempFile::new()?;
+        source.write_all(contents)?;
+        source.flush()?;
+        std::fs::set_permissions(source.path(), std::fs::Permissions::from_mode(mode))?;
+        let script = format!("cd {dir}\nwrite {} {name}\n", source.path().display());
+        let mut child = Command::new("debugfs")
+            .args(["-w", "-f", "-"])
+            .arg(&self.image)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("Starting debugfs -w")?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())?;
+        let output = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let problems: Vec<&str> = stderr.lines().filter(|l| !is_noise(l)).collect();
+        if !output.status.success() || !problems.is_empty() {
+            bail!(
+                "debugfs could not write {dest} into {}: {}",
+                self.image.display(),
+                problems.join("; ")
+            );
+        }
+        let back = self.request(&format!("cat {dest}"))?;
+        if back != contents {
+            bail!(
+                "{dest} in {} does not read back as written",
+                self.image.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Copy a directory tree out of the image into `dest` (created; the tree lands in
+    /// `dest/<last component of path>`).
+    pub fn rdump(&self, path: &str, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest)?;
+        self.request(&format!("rdump {path} {}", dest.display()))?;
+        Ok(())
+    }
+
     /// The target of a symlink (not followed).
     pub fn read_link(&self, path: &str) -> Result<String> {
         let out = self.request(&format!("stat {path}"))?;
@@ -192,6 +253,30 @@ mod tests {
             long_target
         );
         assert_eq!(disk.deployment_of(&found[0]).unwrap(), format!("{csum}.0"));
+
+        let etc = format!("/ostree/deploy/debian/deploy/{csum}.0");
+        disk.write_file(&format!("{etc}/first.json"), b"{}\n", 0o600)
+            .unwrap();
+        assert_eq!(
+            disk.read_to_string(&format!("{etc}/first.json")).unwrap(),
+            "{}\n"
+        );
+        let stat =
+            String::from_utf8(disk.request(&format!("stat {etc}/first.json")).unwrap()).unwrap();
+        assert!(stat.contains("Mode:  0600"), "{stat}");
+        let err = disk
+            .write_file(&format!("{etc}/first.json"), b"again", 0o600)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert!(disk.write_file("/no/such/dir/x", b"x", 0o644).is_err());
+
+        let out = tmp.path().join("out");
+        disk.rdump("/boot/ostree", &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("ostree/k")).unwrap(),
+            "kernel-bytes"
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::workspace::{KeyHasher, Workspace};
 pub const BASE_FORMAT: &str = "vmtest-base-2";
 /// Bump when the image steps (deploy, mkfs) change.
 pub const IMAGE_FORMAT: &str = "vmtest-image-1";
+/// Bump when the container-image install ([`OsImageSpec`]) changes.
+pub const OS_IMAGE_FORMAT: &str = "vmtest-os-image-1";
 pub const SUITE: &str = "bookworm";
 /// The ostree stateroot ("os") of every image.
 pub const OSNAME: &str = "debian";
@@ -315,6 +317,8 @@ pub struct ImageSpec {
     /// Kernel arguments after [`DEFAULT_KARGS`].
     pub kargs: Vec<String>,
     pub disk_size_mib: u64,
+    /// Install from a container image instead of deploying the layer commit directly.
+    pub os_image: Option<OsImageSpec>,
 }
 
 impl ImageSpec {
@@ -324,8 +328,40 @@ impl ImageSpec {
             overlay: Overlay::new(),
             kargs: Vec::new(),
             disk_size_mib: 4096,
+            os_image: None,
         }
     }
+}
+
+/// Install the disk the way an image-mode node is installed: the layer commit is encapsulated into an
+/// OCI image (ostree-ext), and the disk's deployment is an ostree-ext deploy of that image whose origin
+/// names the registry pull spec **as the guest sees it** (`<registry>/<repository>@sha256:…`). The guest
+/// then knows which image it runs, and later images built on top of this one share its layers: an
+/// update fetches only the layers it adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsImageSpec {
+    /// `host:port` of the registry from inside the guest, e.g. `10.0.2.100:5000`.
+    pub guest_registry: String,
+    /// Repository name in that registry, e.g. `os`.
+    pub repository: String,
+    /// Tag in the image's OCI layout.
+    pub tag: String,
+    /// The image's `org.opencontainers.image.version` label.
+    pub version: String,
+}
+
+/// The OS image a disk was installed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsImage {
+    /// testbed `ImageLab` directory whose `oci/` layout holds the image (for pushes and derived images).
+    pub lab: PathBuf,
+    pub tag: String,
+    /// `sha256:…` of the manifest.
+    pub manifest_digest: String,
+    /// What the guest's deployment origin and a MachineConfig's `osImageURL` say:
+    /// `<guest registry>/<repository>@<digest>`.
+    pub pullspec: String,
+    pub version: String,
 }
 
 /// A pristine disk image (never booted; VMs boot copies).
@@ -343,6 +379,10 @@ pub struct DiskImage {
     pub ostree_ref: String,
     pub kernel_version: String,
     pub kargs: Vec<String>,
+    /// Set when the disk was installed from a container image ([`ImageSpec::os_image`]); `commit` is
+    /// then ostree-ext's merge commit of that image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_image: Option<OsImage>,
 }
 
 /// The harness's own guest files: readiness marker and command agent.
@@ -351,6 +391,7 @@ pub fn harness_overlay(ws: &Workspace) -> Overlay {
         .tree(ws.guest_dir())
         .enable("vmtest-ready.service", "multi-user.target")
         .enable("vmtest-agent.service", "multi-user.target")
+        .enable("vmtest-hold-finalize.service", "multi-user.target")
 }
 
 /// The disk image for `spec` on top of `base`: from the cache, or built now.
@@ -387,6 +428,13 @@ pub fn ensure_image(
     h.field("overlay", overlay::tree_hash(staging.path())?.as_bytes());
     h.field("kargs", kargs.join(" ").as_bytes());
     h.field("size", &spec.disk_size_mib.to_le_bytes());
+    if let Some(os) = &spec.os_image {
+        h.field("os-image", OS_IMAGE_FORMAT.as_bytes());
+        h.field("guest-registry", os.guest_registry.as_bytes());
+        h.field("repository", os.repository.as_bytes());
+        h.field("tag", os.tag.as_bytes());
+        h.field("version", os.version.as_bytes());
+    }
     let key = h.finish();
 
     let prefix = format!("{}-", spec.name);
@@ -431,15 +479,30 @@ pub fn ensure_image(
         .arg(format!("--tree=dir={}", staging.path().display()))
         .run_stdout()?;
     let layer_time = layer_started.elapsed();
-    let mut deploy = Command::new("ostree");
-    deploy
-        .args(["admin", "deploy", IMAGE_REF])
-        .arg(format!("--sysroot={}", sysroot.display()))
-        .arg(format!("--os={OSNAME}"));
-    for karg in &kargs {
-        deploy.arg(format!("--karg={karg}"));
-    }
-    deploy.run_checked()?;
+    let (deployed, os_image) = match &spec.os_image {
+        None => {
+            let mut deploy = Command::new("ostree");
+            deploy
+                .args(["admin", "deploy", IMAGE_REF])
+                .arg(format!("--sysroot={}", sysroot.display()))
+                .arg(format!("--os={OSNAME}"));
+            for karg in &kargs {
+                deploy.arg(format!("--karg={karg}"));
+            }
+            deploy.run_checked()?;
+            (commit.clone(), None)
+        }
+        Some(os) => {
+            let lab = partial.join("lab");
+            let (deployed, image) =
+                install_from_container_image(&sysroot, &repo, &lab, os, &kargs)?;
+            let image = OsImage {
+                lab: dir.join("lab"),
+                ..image
+            };
+            (deployed, Some(image))
+        }
+    };
     let disk = partial.join("disk.img");
     Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "root", "-d"])
@@ -459,10 +522,11 @@ pub fn ensure_image(
         disk: dir.join("disk.img"),
         repo: dir.join("sysroot/ostree/repo"),
         base_commit: base.commit.clone(),
-        commit,
+        commit: deployed,
         ostree_ref: IMAGE_REF.to_string(),
         kernel_version: base.kernel_version.clone(),
         kargs,
+        os_image,
     };
     write_json(&manifest, &image)?;
     tracing::info!(
@@ -474,6 +538,67 @@ pub fn ensure_image(
         "image built"
     );
     Ok(image)
+}
+
+/// Encapsulate the sysroot repo's [`IMAGE_REF`] into an OCI image in the testbed lab at `lab`, then
+/// deploy that image into `sysroot` as an installer would, recording the guest's pull spec as its origin.
+/// Returns the deployed (merge) commit and the image (whose `lab` is where it was built).
+fn install_from_container_image(
+    sysroot: &Path,
+    repo: &Path,
+    lab_dir: &Path,
+    os: &OsImageSpec,
+    kargs: &[String],
+) -> Result<(String, OsImage)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Building a runtime for ostree-ext")?;
+    let lab = testbed::ImageLab::open(lab_dir)?;
+    let started = Instant::now();
+    let built = runtime.block_on(lab.encapsulate_commit(
+        repo,
+        IMAGE_REF,
+        &os.tag,
+        Some(&os.version),
+        true,
+    ))?;
+    let encapsulated = started.elapsed();
+    let pullspec = format!(
+        "{}/{}@{}",
+        os.guest_registry, os.repository, built.manifest_digest
+    );
+    let started = Instant::now();
+    let (deployed, digest) = runtime.block_on(testbed::sysroot::deploy_container_image(
+        sysroot,
+        OSNAME,
+        &format!("ostree-unverified-image:{}", lab.oci_ref(&os.tag)),
+        Some(&format!("ostree-unverified-registry:{pullspec}")),
+        kargs,
+    ))?;
+    if digest != built.manifest_digest {
+        bail!(
+            "the deployed image has digest {digest}, but the encapsulated one is {}",
+            built.manifest_digest
+        );
+    }
+    tracing::info!(
+        pullspec,
+        layer_bytes = built.total_layer_bytes(),
+        encapsulate_s = encapsulated.as_secs_f64(),
+        deploy_s = started.elapsed().as_secs_f64(),
+        "installed from a container image"
+    );
+    Ok((
+        deployed,
+        OsImage {
+            lab: lab_dir.to_path_buf(),
+            tag: os.tag.clone(),
+            manifest_digest: built.manifest_digest,
+            pullspec,
+            version: os.version.clone(),
+        },
+    ))
 }
 
 /// An archive-mode repo the guest pulls updates from over HTTP (through a guestfwd port).

@@ -7,11 +7,13 @@
 //! - [`scenarios`] are the tests, run by the `vm-tests` binary (`vm-tests/run`).
 
 pub mod bls;
+pub mod cluster;
 pub mod cmd;
 pub mod disk;
 pub mod http;
 pub mod image;
 pub mod layout;
+pub mod osimages;
 pub mod ostree_status;
 pub mod overlay;
 pub mod qemu;

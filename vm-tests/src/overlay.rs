@@ -44,8 +44,13 @@ enum Item {
         bytes: Vec<u8>,
         mode: u32,
     },
-    /// `usr/lib/systemd/system/<target>.wants/<unit>`, like `systemctl enable` would make.
-    Enable { unit: String, target: String },
+    /// `usr/lib/systemd/system/<target>.<wants|requires>/<unit>`, like `systemctl enable` would make
+    /// for `WantedBy=` / `RequiredBy=`.
+    Enable {
+        unit: String,
+        target: String,
+        required: bool,
+    },
 }
 
 /// Files to add on top of a commit, applied in the order they were added (later ones win).
@@ -128,6 +133,17 @@ impl Overlay {
         self.items.push(Item::Enable {
             unit: unit.to_string(),
             target: target.to_string(),
+            required: false,
+        });
+        self
+    }
+
+    /// Enable `unit` for a `RequiredBy=target` install section (a `<target>.requires/` link).
+    pub fn require(mut self, unit: &str, target: &str) -> Self {
+        self.items.push(Item::Enable {
+            unit: unit.to_string(),
+            target: target.to_string(),
+            required: true,
         });
         self
     }
@@ -159,7 +175,7 @@ impl Overlay {
                 Item::Contents { dest, .. } => {
                     commit_path(dest)?;
                 }
-                Item::Enable { unit, target } => {
+                Item::Enable { unit, target, .. } => {
                     check_unit_name(unit)?;
                     check_unit_name(target)?;
                 }
@@ -194,10 +210,15 @@ impl Overlay {
                         .with_context(|| format!("Writing {}", dest.display()))?;
                     fs::set_permissions(&dest, fs::Permissions::from_mode(*mode))?;
                 }
-                Item::Enable { unit, target } => {
+                Item::Enable {
+                    unit,
+                    target,
+                    required,
+                } => {
+                    let kind = if *required { "requires" } else { "wants" };
                     let link = staging
                         .join("usr/lib/systemd/system")
-                        .join(format!("{target}.wants"))
+                        .join(format!("{target}.{kind}"))
                         .join(unit);
                     ensure_parent(&link)?;
                     let _ = fs::remove_file(&link);
@@ -349,6 +370,7 @@ mod tests {
             .file("/usr/bin/tool", &host_file, 0o755)
             .contents("/usr/lib/systemd/system/t.service", "[Service]\n", 0o644)
             .enable("t.service", "multi-user.target")
+            .require("t.service", "firstboot.target")
             .materialize(staging.path())
             .unwrap();
         let s = staging.path();
@@ -372,6 +394,11 @@ mod tests {
             PathBuf::from("../t.service")
         );
         assert!(wants.exists(), "the enablement link resolves to the unit");
+        let requires = s.join("usr/lib/systemd/system/firstboot.target.requires/t.service");
+        assert_eq!(
+            fs::read_link(&requires).unwrap(),
+            PathBuf::from("../t.service")
+        );
     }
 
     #[test]

@@ -58,6 +58,21 @@ pub const REQUIRED: &[Tool] = &[
         package: "socat",
         purpose: "carries guest connections to 127.0.0.1 (QEMU guestfwd)",
     },
+    Tool {
+        program: "skopeo",
+        package: "skopeo",
+        purpose: "reads and pushes the OS images (ostree-ext's image proxy)",
+    },
+    Tool {
+        program: "docker-registry",
+        package: "docker-registry",
+        purpose: "serves the OS images the guest pulls",
+    },
+    Tool {
+        program: "kubectl",
+        package: "kubectl",
+        purpose: "drives kube-sim (the API server the guest's daemon talks to)",
+    },
 ];
 
 /// Whether `program` is an executable file in one of the `path` directories.

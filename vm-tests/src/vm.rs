@@ -191,6 +191,12 @@ impl Vm {
         &self.share
     }
 
+    /// How the next boots run: e.g. kernel arguments for the next boot only
+    /// (`config_mut().extra_kargs`).
+    pub fn config_mut(&mut self) -> &mut VmConfig {
+        &mut self.config
+    }
+
     pub fn boots(&self) -> &[BootRecord] {
         &self.boots
     }
@@ -347,6 +353,12 @@ impl Vm {
             "VM went down"
         );
         Ok(Some(exit))
+    }
+
+    /// Whether QEMU has exited since the last look, and how the boot ended (then recorded in its
+    /// [`BootRecord`]). `None` while it runs (or when it was not running).
+    pub fn check_exit(&mut self) -> Result<Option<Exit>> {
+        self.reap()
     }
 
     /// Wait for the readiness marker of the current boot.

@@ -231,6 +231,41 @@ impl ImageLab {
         self.describe(&spec.tag)
     }
 
+    /// Encapsulate an existing commit (`rev`: a ref or checksum in the repo at `repo`, bare or archive) as
+    /// `tag` in the lab's OCI layout: what an OS build pipeline does with the commit it composed. The
+    /// commit must be `--bootable` for ostree-ext to deploy the image. `version` becomes the
+    /// `org.opencontainers.image.version` label (else the commit's `version` metadata, if any).
+    /// `fast_compression` trades ~10% size for a much faster gzip (level 1), for large test commits.
+    #[context("Encapsulating {rev} from {} as {tag}", repo.display())]
+    pub async fn encapsulate_commit(
+        &self,
+        repo: &Path,
+        rev: &str,
+        tag: &str,
+        version: Option<&str>,
+        fast_compression: bool,
+    ) -> Result<BuiltImage> {
+        let repo = ostree::Repo::new(&gio::File::for_path(repo));
+        repo.open(gio::Cancellable::NONE)
+            .context("Opening the source repo")?;
+        let dest = ImageReference {
+            transport: Transport::OciDir,
+            name: format!("{}:{tag}", self.oci_path.display()),
+        };
+        let config = ostree_container::Config {
+            labels: version.map(|v| [(VERSION_LABEL.to_string(), v.to_string())].into()),
+            cmd: None,
+        };
+        let mut opts = ostree_container::ExportOpts::default();
+        // ExportOpts calls this "skip compression"; ostree-ext 0.15 still gzips, at level 1.
+        opts.skip_compression = fast_compression;
+        ostree_container::encapsulate(&repo, rev, &config, Some(opts), &dest)
+            .await
+            .context("Encapsulating the commit as an OCI image")?;
+        crate::make_world_readable(&self.oci_path)?;
+        self.describe(tag)
+    }
+
     /// Build `to` from `from` plus `layers`, like a Containerfile `FROM from` with one `RUN` per layer.
     /// `version` replaces the version label when given.
     #[context("Deriving image {to} from {from}")]

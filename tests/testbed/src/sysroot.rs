@@ -168,3 +168,46 @@ pub fn clear_immutable_deployments(deploy_dir: &Path) {
             .status();
     }
 }
+
+/// Deploy a container image into the sysroot at `sysroot` (initialized, with `stateroot` created) as a
+/// node installer does: ostree-ext imports every layer into the sysroot's repo (so later images that
+/// share layers fetch only what is new) and writes a deployment, the new default, with `kargs`.
+/// `source` is where the image is read from now (e.g. `ostree-unverified-image:oci:/lab/oci:v1`);
+/// `target`, when given, is the reference recorded in the deployment's origin and the repo's image ref:
+/// what the booted node will believe it runs (e.g. the registry pull spec as the node sees it).
+/// Returns the deployed commit (ostree-ext's merge commit) and the image's manifest digest.
+#[context("Deploying {source} into {}", sysroot.display())]
+pub async fn deploy_container_image(
+    sysroot: &Path,
+    stateroot: &str,
+    source: &str,
+    target: Option<&str>,
+    kargs: &[String],
+) -> Result<(String, String)> {
+    use ostree_ext::container::OstreeImageReference;
+    use ostree_ext::ostree::{self, gio};
+
+    let source: OstreeImageReference = source
+        .try_into()
+        .with_context(|| format!("Parsing image reference {source}"))?;
+    let target: Option<OstreeImageReference> = target
+        .map(|t| {
+            t.try_into()
+                .with_context(|| format!("Parsing image reference {t}"))
+        })
+        .transpose()?;
+    let root = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot)));
+    root.load(gio::Cancellable::NONE)
+        .context("Loading the sysroot")?;
+    let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let mut opts = ostree_ext::container::deploy::DeployOpts::default();
+    opts.kargs = Some(&kargs);
+    opts.target_imgref = target.as_ref();
+    let state = ostree_ext::container::deploy::deploy(&root, stateroot, &source, Some(opts))
+        .await
+        .context("ostree-ext deploy")?;
+    Ok((
+        state.merge_commit.clone(),
+        state.manifest_digest.to_string(),
+    ))
+}

@@ -59,6 +59,107 @@ async fn builds_pushes_and_logs_images() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tiny bootable tree committed to a bare repo of its own, as an OS build would leave it.
+fn commit_tree(repo: &std::path::Path) -> anyhow::Result<String> {
+    let tree = tempfile::tempdir()?;
+    for (path, data) in [
+        ("usr/lib/modules/6.1.0-t/vmlinuz", "kernel\n"),
+        ("usr/lib/modules/6.1.0-t/initramfs.img", "initramfs\n"),
+        ("usr/lib/os-release", "ID=t\n"),
+        ("usr/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("usr/share/t/marker", "from the existing commit\n"),
+    ] {
+        let p = tree.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        std::fs::write(p, data)?;
+    }
+    let ostree = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    };
+    ostree(&["init", "--mode=bare"])?;
+    ostree(&[
+        "commit",
+        "--branch=os/layer",
+        "--bootable",
+        "--no-xattrs",
+        &format!("--tree=dir={}", tree.path().display()),
+    ])
+}
+
+#[tokio::test]
+async fn encapsulates_an_existing_commit_and_installs_it_into_a_sysroot() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let repo = work.path().join("repo");
+    commit_tree(&repo)?;
+    let lab = ImageLab::new()?;
+    let image = lab
+        .encapsulate_commit(&repo, "os/layer", "node", Some("7.0"), true)
+        .await?;
+    assert_eq!(image.version.as_deref(), Some("7.0"));
+    assert_eq!(image.layers.len(), 1);
+
+    // A missing commit is an error naming it; nothing is tagged.
+    let err = lab
+        .encapsulate_commit(&repo, "os/nope", "nope", None, true)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("os/nope"), "{err:#}");
+    assert!(lab.describe("nope").is_err());
+
+    let sysroot = SandboxSysroot::create("default")?;
+    let source = format!("ostree-unverified-image:{}", lab.oci_ref("node"));
+    let target = format!(
+        "ostree-unverified-registry:10.0.2.100:5000/os@{}",
+        image.manifest_digest
+    );
+    // A target that is not an image reference is refused before anything is deployed.
+    let err = testbed::sysroot::deploy_container_image(
+        sysroot.path(),
+        "default",
+        &source,
+        Some("10.0.2.100:5000/os"),
+        &[],
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("10.0.2.100:5000/os"), "{err:#}");
+    assert!(sysroot.deployments()?.is_empty());
+
+    let (commit, digest) = testbed::sysroot::deploy_container_image(
+        sysroot.path(),
+        "default",
+        &source,
+        Some(&target),
+        &["root=/dev/vda".to_string(), "rw".to_string()],
+    )
+    .await?;
+    assert_eq!(digest, image.manifest_digest);
+    let deployments = sysroot.deployments()?;
+    assert_eq!(deployments, [format!("{commit}.0")]);
+    let root = sysroot.deployment_root(&deployments[0]);
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/share/t/marker"))?,
+        "from the existing commit\n"
+    );
+    let origin = std::fs::read_to_string(root.with_extension("0.origin"))?;
+    assert!(
+        origin.contains(&format!("container-image-reference={target}")),
+        "the origin names the target, not the source: {origin}"
+    );
+    assert_eq!(sysroot.boot_options()?.len(), 1);
+    assert!(sysroot.boot_options()?[0].contains("root=/dev/vda rw"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn registry_with_auth_rejects_anonymous_pulls() -> anyhow::Result<()> {
     let lab = ImageLab::new()?;

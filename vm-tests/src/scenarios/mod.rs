@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::image::{self, BaseImage, BaseRecipe, DiskImage, ImageSpec, UpdateRepo};
+use crate::image::{self, BaseImage, BaseRecipe, DiskImage, ImageSpec, OsImage, UpdateRepo};
+use crate::osimages::OsRegistry;
 use crate::vm::BootRecord;
 use crate::workspace::Workspace;
 
+mod daemon;
+mod node;
 mod smoke;
 
 /// A named end-to-end test.
@@ -25,7 +28,9 @@ pub struct Scenario {
 
 /// Every scenario, in the order `run` with no names executes them.
 pub fn all() -> Vec<Scenario> {
-    smoke::scenarios()
+    let mut all = smoke::scenarios();
+    all.extend(daemon::scenarios());
+    all
 }
 
 /// The scenarios named (all when `names` is empty); unknown names are an error listing the known.
@@ -120,6 +125,8 @@ pub struct Suite {
     images: HashMap<String, DiskImage>,
     rebuilt_images: HashSet<String>,
     update: Option<UpdateRepo>,
+    /// The registry with the OS images daemon scenarios update to (started once per suite).
+    os: Option<OsRegistry>,
     /// Build steps (base, images, update repo), in order.
     pub build_figures: Vec<Figure>,
 }
@@ -134,6 +141,7 @@ impl Suite {
             images: HashMap::new(),
             rebuilt_images: HashSet::new(),
             update: None,
+            os: None,
             build_figures: Vec::new(),
         }
     }
@@ -190,6 +198,20 @@ impl Suite {
         })?;
         self.update = Some(repo.clone());
         Ok(repo)
+    }
+
+    /// The suite's registry, holding `installed` (the OS image a disk was installed from) and what
+    /// scenarios derive from it.
+    pub fn os_registry(&mut self, installed: &OsImage) -> Result<&mut OsRegistry> {
+        if self.os.is_none() {
+            let os = self.measure("registry + OS image push".into(), |s| {
+                let mut os = OsRegistry::start(&s.ws, installed)?;
+                os.installed()?;
+                Ok(os)
+            })?;
+            self.os = Some(os);
+        }
+        Ok(self.os.as_mut().expect("just set"))
     }
 
     /// Run one scenario in a fresh run directory. A passed run's disk copy is deleted (logs stay).
