@@ -19,9 +19,14 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features machine-config-daemon/failpoints -- -D warnings
 
+# The reliability sweep's parts (crash points, API faults, bad input, secrets, fuzzing) record their
+# results in SWEEP_DIR; the last step prints them with one summary line and fails if a part is missing.
+SWEEP_DIR := $(CURDIR)/target/reliability
 test: lint
-	$(CARGO) test --workspace --features machine-config-daemon/failpoints --no-fail-fast
-	FUZZ_SECONDS=$${FUZZ_SECONDS:-15} scripts/fuzz.sh
+	rm -rf $(SWEEP_DIR)
+	MCD_SWEEP_DIR=$(SWEEP_DIR) $(CARGO) test --workspace --features machine-config-daemon/failpoints --no-fail-fast
+	MCD_SWEEP_DIR=$(SWEEP_DIR) FUZZ_SECONDS=$${FUZZ_SECONDS:-15} scripts/fuzz.sh
+	$(CARGO) run -q -p testbed -- sweep-report --dir $(SWEEP_DIR)
 
 # A short run of every fuzz target (FUZZ_SECONDS=3600 make fuzz for a long one).
 fuzz:

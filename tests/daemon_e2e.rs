@@ -1047,7 +1047,13 @@ async fn crash_at_every_point(path: CrashPath) -> Vec<String> {
         let old = app_files(generation - 1);
         let new = app_files(generation);
         let files: Vec<(&str, &str)> = new.iter().map(|(p, c)| (*p, c.as_str())).collect();
-        lab.put_mc(&mc(&config, Some(&image), &[], ignition(&files, &[])));
+        // The reboot path also moves a kernel argument, which must end up exactly once.
+        let karg = format!("app.generation={generation}");
+        let kargs: Vec<&str> = match path {
+            CrashPath::Rebootless => vec![],
+            CrashPath::ImageAndReboot => vec![karg.as_str()],
+        };
+        lab.put_mc(&mc(&config, Some(&image), &kargs, ignition(&files, &[])));
         let reboots_before = lab.systemd.reboots().len();
         let boots_before = lab.boots;
         lab.extra_env = vec![("FAILPOINTS".into(), format!("{point}=return"))];
@@ -1129,6 +1135,18 @@ async fn crash_at_every_point(path: CrashPath) -> Vec<String> {
             assert_eq!(lab.file(p).as_deref(), Some(c.as_str()), "{point}: {p}");
         }
         assert_eq!(lab.default_deployment_image(), image, "{point}");
+        if path == CrashPath::ImageAndReboot {
+            let options = lab.sysroot.boot_options().unwrap();
+            let generations: Vec<&str> = options[0]
+                .split_whitespace()
+                .filter(|a| a.starts_with("app.generation="))
+                .collect();
+            assert_eq!(
+                generations,
+                [karg.as_str()],
+                "{point}: kernel arguments {options:?}"
+            );
+        }
         assert_eq!(lab.annotation("reason").as_deref(), Some(""), "{point}");
         // Settle, then stop for the next round.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1146,6 +1164,12 @@ async fn crash_at_every_point_rebootless_converges() {
         .filter(|p| !p.contains("reboot"))
         .collect();
     assert_eq!(fired, expected, "every point on the rebootless path fired");
+    testbed::sweep::record(
+        "crash-rebootless",
+        fired.len(),
+        "kill -9 at each crash point of a drain+reload update: converged, files all old or all new, no reboot, uncordoned",
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1156,6 +1180,12 @@ async fn crash_at_every_point_with_image_and_reboot_converges() {
         .filter(|p| !p.contains("actions-done"))
         .collect();
     assert_eq!(fired, expected, "every point on the reboot path fired");
+    testbed::sweep::record(
+        "crash-image-reboot",
+        fired.len(),
+        "kill -9 at each crash point of an image+drain+reboot update: converged, files all old or all new, exactly one reboot, uncordoned",
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,7 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
     let (os, env) = match &opts.test_only_simulated_boot {
         Some(boot_id) => (
             crate::os::AnyBackend::Ostree(
-                OstreeBackend::test_only_treat_default_deployment_as_booted(os_options).await?,
+                OstreeBackend::test_only_simulated_boot(os_options, boot_id).await?,
             ),
             NodeEnv::simulated(&opts.root, boot_id),
         ),

@@ -90,8 +90,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let os_options = OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root);
     let (os, env) = match &opts.test_only_simulated_boot {
         Some(boot_id_file) => {
-            let backend =
-                OstreeBackend::test_only_treat_default_deployment_as_booted(os_options).await?;
+            let backend = OstreeBackend::test_only_simulated_boot(os_options, boot_id_file).await?;
             (
                 crate::os::AnyBackend::Ostree(backend),
                 NodeEnv::simulated(&opts.root, boot_id_file),

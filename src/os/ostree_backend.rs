@@ -60,11 +60,18 @@ impl OstreeBackendOptions {
 }
 
 /// Identifies one deployment across sysroot reloads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct DeploymentKey {
     stateroot: String,
     checksum: String,
     serial: i32,
+}
+
+/// Which deployment a simulated boot booted (test only).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SimulatedBoot {
+    boot_id: String,
+    deployment: Option<DeploymentKey>,
 }
 
 impl DeploymentKey {
@@ -109,6 +116,51 @@ impl OstreeBackend {
         tracing::warn!(
             ?key,
             "TEST ONLY: treating the sandbox's default deployment as booted"
+        );
+        Ok(Self {
+            options: Arc::new(options),
+            simulated_booted: key.map(Arc::new),
+        })
+    }
+
+    /// **Test only.** A simulated boot identified by the boot id in `boot_id_file`: the first backend
+    /// created in a boot treats the sysroot's default deployment as booted and records it next to the
+    /// boot id file; later backends in the same boot (a restarted daemon, first boot then the daemon)
+    /// keep that deployment as booted, as a real host would. Only a new boot id boots the new default.
+    pub async fn test_only_simulated_boot(
+        options: OstreeBackendOptions,
+        boot_id_file: &Path,
+    ) -> Result<Self> {
+        let boot_id = std::fs::read_to_string(boot_id_file)
+            .with_context(|| format!("Reading the boot id from {}", boot_id_file.display()))?
+            .trim()
+            .to_string();
+        let mut record_path = boot_id_file.as_os_str().to_owned();
+        record_path.push(".booted-deployment.json");
+        let record_path = PathBuf::from(record_path);
+        let recorded: Option<SimulatedBoot> = std::fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|r: &SimulatedBoot| r.boot_id == boot_id);
+        let sysroot_path = options.sysroot.clone();
+        let key = run_on_ostree_thread("ostree-status", false, move || async move {
+            let sysroot = load_sysroot(&sysroot_path, false)?;
+            let deployments = sysroot.deployments();
+            let still_there = recorded
+                .and_then(|r| r.deployment)
+                .filter(|k| deployments.iter().any(|d| DeploymentKey::of(d) == *k));
+            Ok(still_there.or_else(|| deployments.first().map(DeploymentKey::of)))
+        })
+        .await?;
+        let record = SimulatedBoot {
+            boot_id,
+            deployment: key.clone(),
+        };
+        std::fs::write(&record_path, serde_json::to_vec(&record)?)
+            .with_context(|| format!("Writing {}", record_path.display()))?;
+        tracing::warn!(
+            ?key,
+            "TEST ONLY: simulated boot, treating this deployment of the sandbox as booted"
         );
         Ok(Self {
             options: Arc::new(options),

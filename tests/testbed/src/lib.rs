@@ -10,6 +10,7 @@ pub mod figures;
 pub mod image;
 pub mod registry;
 pub mod rpm_ostreed;
+pub mod sweep;
 pub mod sysroot;
 pub mod systemd;
 

@@ -104,6 +104,12 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Print the reliability sweep's results recorded in DIR (crash points, API faults, bad input,
+    /// secrets, fuzzing) and its summary line (`make test`); exits 1 when a part has no result.
+    SweepReport {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Prepare a directory standing in for a node's `/`: users (root, core), and a registries.conf that
     /// marks the given plain-HTTP registry insecure.
     NodeRoot {
@@ -322,6 +328,11 @@ async fn run(cli: Cli) -> Result<()> {
                 all_pass,
                 "a target was missed or a figure was not measured (see the table)"
             );
+        }
+        Command::SweepReport { dir } => {
+            let (text, complete) = testbed::sweep::report(&dir)?;
+            print!("{text}");
+            anyhow::ensure!(complete, "the reliability sweep is incomplete (see above)");
         }
     }
     Ok(())
