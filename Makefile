@@ -4,10 +4,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint unit bench fuzz vm-tests
+.PHONY: setup setup-vm build demo test lint unit bench fuzz vm-tests
 
 setup:
 	packaging/setup-dev.sh
+
+# What the VM tests need on top (QEMU, mmdebstrap, socat).
+setup-vm:
+	packaging/setup-dev.sh --vm
 
 build: setup
 	$(CARGO) build --workspace --release
@@ -22,11 +26,14 @@ lint: setup
 # The reliability sweep's parts (crash points, API faults, bad input, secrets, fuzzing) record their
 # results in SWEEP_DIR; the last step prints them with one summary line and fails if a part is missing.
 SWEEP_DIR := $(CURDIR)/target/reliability
-test: lint
+# Then the VM scenarios (real systemd, ostree staging and reboots under QEMU): they fail, never skip, when
+# QEMU cannot run. VM_TESTS=0 leaves them out of a local run (CI always runs them).
+test: lint setup-vm
 	rm -rf $(SWEEP_DIR)
 	MCD_SWEEP_DIR=$(SWEEP_DIR) $(CARGO) test --workspace --features machine-config-daemon/failpoints --no-fail-fast
 	MCD_SWEEP_DIR=$(SWEEP_DIR) FUZZ_SECONDS=$${FUZZ_SECONDS:-15} scripts/fuzz.sh
 	$(CARGO) run -q -p testbed -- sweep-report --dir $(SWEEP_DIR)
+	if [ "$${VM_TESTS:-1}" != 0 ]; then vm-tests/run; fi
 
 # A short run of every fuzz target (FUZZ_SECONDS=3600 make fuzz for a long one).
 fuzz:
