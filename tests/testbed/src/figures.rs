@@ -92,13 +92,18 @@ pub fn load_all(dir: &Path) -> Result<Vec<Figure>> {
 pub fn report(dir: &Path, expected: &[&str]) -> Result<(String, bool)> {
     let figures = load_all(dir)?;
     let mut out = String::new();
+    let width = figures
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(6);
     out.push_str(&format!(
-        "{:<4} {:<62} {:>12} {:<10} {:<16} {}\n",
+        "{:<4} {:<width$} {:>12} {:<10} {:<16} {}\n",
         "id", "figure", "value", "unit", "target", "result"
     ));
     for f in &figures {
         out.push_str(&format!(
-            "{:<4} {:<62} {:>12.3} {:<10} {:<16} {}\n",
+            "{:<4} {:<width$} {:>12.3} {:<10} {:<16} {}\n",
             f.id,
             f.name,
             f.value,
