@@ -1059,55 +1059,19 @@ async fn crash_at_every_point(path: CrashPath) -> Vec<String> {
         lab.extra_env = vec![("FAILPOINTS".into(), format!("{point}=return"))];
         lab.set_desired(&config, None);
         lab.start();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let mut handled_reboots = reboots_before;
-        let mut crashed = false;
-        loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{path:?} {point}: no convergence\n{}",
-                lab.describe()
-            );
-            // A requested reboot happens whether or not the daemon survived asking for it.
-            let reboot_requested = lab.systemd.reboots().len() > handled_reboots;
-            if reboot_requested || lab.exited() {
-                if lab.running() {
-                    lab.stop();
-                }
-                let killed = lab.logs().contains(&format!("failpoint {point}: killing"));
-                if killed && !crashed {
-                    crashed = true;
-                    // Files are wholly old or wholly new (all of them: the points are between phases).
-                    let now: Vec<String> = APP_FILES.iter().map(|p| lab.file(p).unwrap()).collect();
-                    let all =
-                        |v: &[(&str, String)]| v.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>();
-                    assert!(
-                        now == all(&old) || now == all(&new),
-                        "{point}: files are neither the old nor the new config: {now:?}"
-                    );
-                    fired.push(point.clone());
-                    lab.extra_env.clear();
-                } else {
-                    assert!(
-                        reboot_requested,
-                        "{point}: the daemon exited, not by the crash point\n{}",
-                        lab.logs()
-                    );
-                }
-                if reboot_requested {
-                    handled_reboots = lab.systemd.reboots().len();
-                    lab.reboot_stopped();
-                }
-                lab.start();
-                continue;
-            }
-            // Done is written last (after the uncordon); a restart after the journal is gone settles.
-            if lab.annotation("state").as_deref() == Some("Done")
-                && lab.annotation("currentConfig").as_deref() == Some(config.as_str())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let all = |v: &[(&str, String)]| v.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>();
+        let did_fire = lab
+            .run_through_crash(&config, &point, |lab| {
+                // Files are wholly old or wholly new (all of them: the points are between phases).
+                let now: Vec<String> = APP_FILES.iter().map(|p| lab.file(p).unwrap()).collect();
+                assert!(
+                    now == all(&old) || now == all(&new),
+                    "{point}: files are neither the old nor the new config: {now:?}"
+                );
+            })
+            .await;
+        if did_fire {
+            fired.push(point.clone());
         }
         let (reboots, boots) = (
             lab.systemd.reboots().len() - reboots_before,

@@ -625,6 +625,59 @@ impl Lab {
         .await;
     }
 
+    /// Play the host until the node is Done at `config`: boot after every reboot the daemon asks for, and
+    /// start the daemon again (without failpoints) after the crash point `point` killed it; `on_crash`
+    /// inspects the node right after that kill. Panics if the daemon exits any other way, or after 90 s.
+    /// Returns whether `point` fired. The daemon must be running (or just killed) and is left running.
+    pub async fn run_through_crash(
+        &mut self,
+        config: &str,
+        point: &str,
+        mut on_crash: impl FnMut(&Lab),
+    ) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut handled_reboots = self.systemd.reboots().len();
+        let mut fired = false;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{point}: no convergence to {config}\n{}",
+                self.describe()
+            );
+            // A requested reboot happens whether or not the daemon survived asking for it.
+            let reboot_requested = self.systemd.reboots().len() > handled_reboots;
+            if reboot_requested || self.exited() {
+                if self.running() {
+                    self.stop();
+                }
+                if !fired && self.logs().contains(&format!("failpoint {point}: killing")) {
+                    fired = true;
+                    on_crash(self);
+                    self.extra_env.retain(|(k, _)| k != "FAILPOINTS");
+                } else {
+                    assert!(
+                        reboot_requested,
+                        "{point}: the daemon exited, not by the crash point\n{}",
+                        self.describe()
+                    );
+                }
+                if reboot_requested {
+                    handled_reboots = self.systemd.reboots().len();
+                    self.reboot_stopped();
+                }
+                self.start();
+                continue;
+            }
+            // Done is written last (after the uncordon); a restart after the journal is gone settles.
+            if self.annotation("state").as_deref() == Some("Done")
+                && self.annotation("currentConfig").as_deref() == Some(config)
+            {
+                return fired;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Wait until the daemon process exits by itself; panics after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
