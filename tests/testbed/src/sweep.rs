@@ -56,7 +56,9 @@ pub fn record(part: &str, cases: usize, summary: &str) -> Result<()> {
 /// The report: one line per part, then the summary line. `false` when a part is missing.
 pub fn report(dir: &Path) -> Result<(String, bool)> {
     let mut out = String::new();
+    // Fuzz inputs are counted apart: millions of generated inputs would drown the scenario count.
     let mut total = 0;
+    let mut fuzz_inputs = None;
     let mut missing = Vec::new();
     for part in PARTS {
         let path = dir.join(format!("{part}.json"));
@@ -64,7 +66,11 @@ pub fn report(dir: &Path) -> Result<(String, bool)> {
             Ok(bytes) => {
                 let r: SweepResult = serde_json::from_slice(&bytes)
                     .with_context(|| format!("parsing {}", path.display()))?;
-                total += r.cases;
+                if r.part == "fuzz" {
+                    fuzz_inputs = Some(r.cases);
+                } else {
+                    total += r.cases;
+                }
                 out.push_str(&format!("  {:<20} {:>5}  {}\n", r.part, r.cases, r.summary));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -76,8 +82,9 @@ pub fn report(dir: &Path) -> Result<(String, bool)> {
     }
     if missing.is_empty() {
         out.push_str(&format!(
-            "reliability sweep: {} parts, {total} cases, all passed\n",
-            PARTS.len()
+            "reliability sweep: {} parts, {total} cases{}, all passed\n",
+            PARTS.len(),
+            fuzz_inputs.map_or(String::new(), |n| format!(" + {n} fuzz inputs"))
         ));
     } else {
         out.push_str(&format!(
@@ -125,10 +132,11 @@ mod tests {
         .unwrap();
         let (text, complete) = report(tmp.path()).unwrap();
         assert!(complete);
-        let cases = 3 + 2 * (PARTS.len() - 1);
+        // Every part but fuzz counts as cases; fuzz inputs are shown apart.
+        let cases = 3 + 2 * (PARTS.len() - 2);
         assert!(
             text.ends_with(&format!(
-                "reliability sweep: {} parts, {cases} cases, all passed\n",
+                "reliability sweep: {} parts, {cases} cases + 2 fuzz inputs, all passed\n",
                 PARTS.len()
             )),
             "{text}"
