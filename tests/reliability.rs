@@ -472,12 +472,12 @@ async fn hostile_annotations_degrade_with_a_bounded_reason_and_write_nothing() {
         (
             "desiredConfig is a path traversal",
             vec![("desiredConfig", Some(traversal))],
-            "desiredConfig",
+            "cannot be a MachineConfig name: it contains '/'",
         ),
         (
             "desiredConfig is longer than any object name",
             vec![("desiredConfig", Some(&long_name))],
-            "desiredConfig",
+            "it is 309 characters long (at most 253)",
         ),
         (
             "kernel arguments of 1 MB with an unterminated quote",
@@ -498,6 +498,7 @@ async fn hostile_annotations_degrade_with_a_bounded_reason_and_write_nothing() {
         })
         .await;
         let reason = lab.annotation("reason").unwrap_or_default();
+        println!("{what}: {}", reason.chars().take(300).collect::<String>());
         assert!(
             reason.contains(mentions),
             "{what}: the reason names {mentions:?}: {reason}"
@@ -541,6 +542,16 @@ async fn hostile_annotations_degrade_with_a_bounded_reason_and_write_nothing() {
         )
         .await;
     }
+    // Names that cannot be objects never reach a request path.
+    let sent: Vec<String> = lab
+        .sim
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .filter(|p| p.contains("etc/shadow") || p.contains(&long_name))
+        .collect();
+    assert!(sent.is_empty(), "requests made with a bad name: {sent:?}");
+
     // An empty desiredConfig is "no target yet" (as a node the controller has not assigned): the node
     // stays Done at its config, nothing is written.
     cases += 1;

@@ -375,6 +375,14 @@ where
 
     /// A MachineConfig from the API, validated; the errors are the sentences an admin sees.
     async fn fetch_config(&self, name: &str) -> anyhow::Result<MachineConfig> {
+        // A node annotation goes into the request path only when it can be an object name at all.
+        if let Some(why) = crate::config::machineconfig::invalid_object_name(name) {
+            let shown: String = name.chars().take(80).collect();
+            let cut = if shown.len() < name.len() { "…" } else { "" };
+            anyhow::bail!(
+                "{shown:?}{cut} cannot be a MachineConfig name: {why}; check the node's desiredConfig and currentConfig annotations"
+            );
+        }
         let raw = match self.side.cluster.get_machine_config(name).await {
             Ok(raw) => raw,
             Err(e)

@@ -367,3 +367,70 @@ mod tests {
         assert_eq!(over.raw["spec"]["osImageURL"], format!("quay.io/os/b@{D}"));
     }
 }
+
+/// Why `name` cannot be the name of a MachineConfig: Kubernetes object names are DNS subdomains
+/// (RFC 1123: at most 253 characters of lowercase letters, digits, `-` and `.`, starting and ending
+/// with a letter or digit). Checked before a node annotation's value is put in an API request path.
+pub fn invalid_object_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Some(format!(
+            "it is {} characters long (at most 253)",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        return Some(format!(
+            "it contains {c:?} (only lowercase letters, digits, '-' and '.')"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return Some("it must start and end with a letter or digit".into());
+    }
+    if name.split('.').any(str::is_empty) {
+        return Some("it has an empty '.'-separated part".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod object_name_tests {
+    use super::invalid_object_name;
+
+    #[test]
+    fn rendered_names_are_valid() {
+        for ok in ["rendered-worker-7f3c1a2b9e", "00-worker", "a", "a.b-c.d"] {
+            assert_eq!(invalid_object_name(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn traversal_case_length_and_edges_are_rejected_with_the_reason() {
+        let cases = [
+            ("", "empty"),
+            ("../../etc/shadow", "'/'"),
+            ("Rendered-Worker", "'R'"),
+            ("rendered worker", "' '"),
+            ("-rendered", "start and end"),
+            ("rendered.", "start and end"),
+            ("a..b", "empty '.'-separated part"),
+        ];
+        for (name, why) in cases {
+            let got = invalid_object_name(name).unwrap_or_default();
+            assert!(got.contains(why), "{name:?}: {got}");
+        }
+        let long = "a".repeat(254);
+        assert!(
+            invalid_object_name(&long)
+                .unwrap()
+                .contains("254 characters")
+        );
+        assert_eq!(invalid_object_name(&"a".repeat(253)), None);
+    }
+}
