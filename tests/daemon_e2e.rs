@@ -729,10 +729,9 @@ async fn forcefile_reapplies_and_reboots_once() {
     // Someone edits a managed file: Degraded. The admin asks for a full re-apply.
     lab.write_file("etc/agent.conf", "hand-edited");
     lab.wait_state("Degraded", "rendered-2").await;
-    lab.write_file("run/machine-config-daemon-force", "");
     let nodedone_before = lab.event_messages("NodeDone").len();
-    lab.stop();
-    lab.start();
+    // Without a restart or a node change: the running daemon looks for the forcefile every 10 s.
+    lab.write_file("run/machine-config-daemon-force", "");
     lab.wait_reboot_request(2).await;
     assert!(
         !lab.path("run/machine-config-daemon-force").exists(),
@@ -760,6 +759,24 @@ async fn forcefile_reapplies_and_reboots_once() {
         "one reboot for the forced update"
     );
     assert_eq!(lab.default_deployment_image(), v2);
+
+    // On a healthy node (Done, nothing scheduled) the forcefile is noticed too, within a tick (10 s).
+    lab.wait_settled().await;
+    let touched = std::time::Instant::now();
+    lab.write_file("run/machine-config-daemon-force", "");
+    lab.wait_reboot_request(3).await;
+    assert!(
+        touched.elapsed() < Duration::from_secs(20),
+        "noticed after {:?}",
+        touched.elapsed()
+    );
+    lab.reboot();
+    lab.wait_state("Done", "rendered-2").await;
+    assert_eq!(
+        lab.systemd.reboots().len(),
+        3,
+        "one reboot per forced update"
+    );
     lab.stop();
 }
 

@@ -184,7 +184,16 @@ where
                 Wake::Tick => {
                     self.metrics.beat();
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    continue;
+                    // An admin who touched the forcefile should not have to wait for a node change or
+                    // restart the daemon: it is looked for on every tick (one stat every 10 s). A retry
+                    // already scheduled will see it (and keeps its backoff).
+                    if reboot_pending || retry_at.is_some() || !self.env.forcefile() {
+                        continue;
+                    }
+                    tracing::info!(
+                        forcefile = crate::config::paths::FORCEFILE,
+                        "the forcefile appeared: syncing to re-apply the config"
+                    );
                 }
                 Wake::Drift(report) => {
                     if let Some(report) = report {
