@@ -191,10 +191,10 @@ fn firstboot_crash_at_every_point_converges_with_one_reboot() {
                 })
             })
             .collect();
-        for h in handles {
-            let (did, p) = h
-                .join()
-                .expect("a first-boot crash case failed (see above)");
+        // Join every case before judging, so a failed one cannot leave the others' daemons running.
+        let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        for r in results {
+            let (did, p) = r.expect("a first-boot crash case failed (see above)");
             if did {
                 fired.push(p);
             }

@@ -344,7 +344,7 @@ fn files_section(w: &mut Vec<u8>) -> Result<()> {
         item(
             roff,
             paths::FORCEFILE,
-            "Skip validation of the on-disk state and force the next update (removed when used).",
+            "Touch it to re-apply the current config without validating the on-disk state (the daemon looks for it every 10 s; removed when used).",
         );
         item(
             roff,
