@@ -1180,10 +1180,6 @@ async fn firstboot_applies_the_encapsulated_config_then_start_reports_done() {
         )
     })
     .await;
-    // A freshly installed node: the base image booted, no on-disk config yet, the MCS's encapsulated config.
-    for f in ["currentconfig", "currentimage"] {
-        let _ = std::fs::remove_file(lab.path(&format!("etc/machine-config-daemon/{f}")));
-    }
     let v2 = lab.derive(
         "v2",
         LayerSpec::new("RUN install agent").file("usr/bin/agent", "#!/bin/sh\n"),
@@ -1194,29 +1190,9 @@ async fn firstboot_applies_the_encapsulated_config_then_start_reports_done() {
         &["nosmt", "audit=1"],
         ignition(&[("/etc/agent.conf", "on")], &[KEY1]),
     );
-    lab.put_mc(&target);
-    lab.write_file(
-        "etc/ignition-machine-config-encapsulated.json",
-        &serde_json::to_string(&target).unwrap(),
-    );
-    let out = std::process::Command::new(e2e::BIN)
-        .arg("firstboot-complete-machineconfig")
-        .arg("--root")
-        .arg(lab.node.path())
-        .arg("--sysroot")
-        .arg(lab.sysroot.path())
-        .arg("--test-only-simulated-boot")
-        .arg(lab.boot_id_file())
-        .env("DBUS_SYSTEM_BUS_ADDRESS", lab.bus.address())
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A freshly installed node: the base image booted, no on-disk config yet, the MCS's encapsulated config.
+    lab.prepare_first_boot(&target);
+    assert!(lab.run_firstboot(None));
     assert_eq!(lab.systemd.reboots().len(), 1, "{:?}", lab.systemd.calls());
     assert!(
         lab.path("etc/ignition-machine-config-encapsulated.json.bak")

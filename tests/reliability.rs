@@ -49,38 +49,6 @@ fn assert_converged(lab: &Lab, config: &str, generation: usize, what: &str) {
     }
 }
 
-/// Run `firstboot-complete-machineconfig` as its unit does; `Ok(true)` when it finished, `Ok(false)` when a
-/// crash point killed it.
-fn run_firstboot(lab: &Lab, failpoint: Option<&str>) -> bool {
-    let mut cmd = std::process::Command::new(e2e::BIN);
-    cmd.arg("firstboot-complete-machineconfig")
-        .arg("--root")
-        .arg(lab.node.path())
-        .arg("--sysroot")
-        .arg(lab.sysroot.path())
-        .arg("--test-only-simulated-boot")
-        .arg(lab.boot_id_file())
-        .env("DBUS_SYSTEM_BUS_ADDRESS", lab.bus.address())
-        .env_remove("KUBECONFIG")
-        .env_remove("FAILPOINTS");
-    if let Some(p) = failpoint {
-        cmd.env("FAILPOINTS", format!("{p}=return"));
-    }
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Some(p) = failpoint
-        && stderr.contains(&format!("failpoint {p}: killing"))
-    {
-        return false;
-    }
-    assert!(
-        out.status.success(),
-        "firstboot failed: {}{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    true
-}
-
 /// Kill -9 at one crash point on the first-boot path (firstboot, its reboot, the daemon's verification);
 /// recover as the node would: the daemon (ordered after the failed first-boot unit) resumes the journal.
 /// Returns whether the point fired.
@@ -94,9 +62,6 @@ async fn firstboot_crash(point: &str) -> bool {
         )
     })
     .await;
-    for f in ["currentconfig", "currentimage"] {
-        let _ = std::fs::remove_file(lab.path(&format!("etc/machine-config-daemon/{f}")));
-    }
     let v2 = lab.derive(
         "v2",
         LayerSpec::new("RUN install agent").file("usr/bin/agent", "#!/bin/sh\n"),
@@ -106,11 +71,7 @@ async fn firstboot_crash(point: &str) -> bool {
         m["spec"]["kernelArguments"] = json!(["nosmt", "audit=1"]);
         m
     };
-    lab.put_mc(&target);
-    lab.write_file(
-        "etc/ignition-machine-config-encapsulated.json",
-        &serde_json::to_string(&target).unwrap(),
-    );
+    lab.prepare_first_boot(&target);
     // What the node object says once the kubelet joined (the MCS's annotations).
     lab.annotate(&[
         ("currentConfig", Some("rendered-1")),
@@ -118,7 +79,7 @@ async fn firstboot_crash(point: &str) -> bool {
         ("state", None),
     ]);
 
-    let died_in_firstboot = !run_firstboot(&lab, Some(point));
+    let died_in_firstboot = !lab.run_firstboot(Some(point));
     let mut fired = died_in_firstboot;
     if !fired {
         assert_eq!(

@@ -431,25 +431,20 @@ impl Lab {
             "60s",
         ])
         .arg("--kubeconfig")
-        .arg(self.kubeconfig())
-        .arg("--root")
-        .arg(self.node.path())
-        .arg("--sysroot")
-        .arg(self.sysroot.path())
-        .arg("--test-only-simulated-boot")
-        .arg(self.boot_id_file())
-        .args(&self.extra_args)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address())
-        .env(
-            "MCD_LOG",
-            std::env::var("E2E_LOG").unwrap_or_else(|_| "info,machine_config_daemon=debug".into()),
-        )
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("FAILPOINTS")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+        .arg(self.kubeconfig());
+        self.on_this_node(&mut cmd);
+        cmd.args(&self.extra_args)
+            .env(
+                "MCD_LOG",
+                std::env::var("E2E_LOG")
+                    .unwrap_or_else(|_| "info,machine_config_daemon=debug".into()),
+            )
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("FAILPOINTS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -623,6 +618,57 @@ impl Lab {
             move |lab| lab.systemd.reboots().len() >= n,
         )
         .await;
+    }
+
+    /// The arguments and environment that point a daemon command at this lab's node: its root, its
+    /// sysroot, the simulated boot and the private system bus.
+    fn on_this_node(&self, cmd: &mut Command) {
+        cmd.arg("--root")
+            .arg(self.node.path())
+            .arg("--sysroot")
+            .arg(self.sysroot.path())
+            .arg("--test-only-simulated-boot")
+            .arg(self.boot_id_file())
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address());
+    }
+
+    /// A freshly installed node about to boot for the first time: the base image booted, no on-disk
+    /// config yet, and `target` (also put in the cluster) left by Ignition as the encapsulated config.
+    pub fn prepare_first_boot(&self, target: &Value) {
+        for f in ["currentconfig", "currentimage"] {
+            let _ = std::fs::remove_file(self.path(&format!("etc/machine-config-daemon/{f}")));
+        }
+        self.put_mc(target);
+        self.write_file(
+            "etc/ignition-machine-config-encapsulated.json",
+            &serde_json::to_string(target).unwrap(),
+        );
+    }
+
+    /// Run `firstboot-complete-machineconfig` as its unit does, with no API server, optionally with a
+    /// crash point armed. `true` when it finished, `false` when the crash point killed it; panics if it
+    /// failed any other way.
+    pub fn run_firstboot(&self, failpoint: Option<&str>) -> bool {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("firstboot-complete-machineconfig");
+        self.on_this_node(&mut cmd);
+        cmd.env_remove("KUBECONFIG").env_remove("FAILPOINTS");
+        if let Some(p) = failpoint {
+            cmd.env("FAILPOINTS", format!("{p}=return"));
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(p) = failpoint
+            && stderr.contains(&format!("failpoint {p}: killing"))
+        {
+            return false;
+        }
+        assert!(
+            out.status.success(),
+            "firstboot failed: {}{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        true
     }
 
     /// Play the host until the node is Done at `config`: boot after every reboot the daemon asks for, and
