@@ -79,7 +79,8 @@ async fn apply_stages_image_and_kernel_arguments_after_the_host_part() {
             .exists(),
         "ODC after the OS is staged"
     );
-    assert_eq!(sysroot.deployments().unwrap().len(), 1);
+    let first = sysroot.deployments().unwrap();
+    assert_eq!(first.len(), 1);
     assert!(
         sysroot.boot_options().unwrap()[0].contains("quiet"),
         "{:?}",
@@ -121,7 +122,12 @@ async fn apply_stages_image_and_kernel_arguments_after_the_host_part() {
         2,
         "the new default plus the previous one as rollback"
     );
-    let newest = sysroot.deployment_root(&deployments[0]);
+    // `deployments()` is sorted by name (checksum), not by boot order: the new one is the one not there before.
+    let new_id = deployments
+        .iter()
+        .find(|d| !first.contains(d))
+        .expect("a new deployment");
+    let newest = sysroot.deployment_root(new_id);
     assert!(
         newest.join("usr/bin/tool").exists(),
         "the derived layer's file is in the new deployment"
