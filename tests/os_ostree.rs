@@ -427,8 +427,9 @@ async fn bad_images_fail_clearly_and_change_nothing() -> Result<()> {
         "{msg}"
     );
 
-    // Nothing listens on that port.
-    let port = testbed::registry::free_port()?;
+    // Nothing listens on that port (discard, privileged: no test server can take it, unlike a port
+    // found free a moment ago).
+    let port = 9;
     fx.node.write(
         "etc/containers/registries.conf",
         format!(

@@ -103,46 +103,94 @@ impl Registry {
         };
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)?;
-        let port = match port {
-            Some(p) => p,
-            None => free_port()?,
-        };
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
-        );
-        if let Some(c) = &credentials {
-            let hash = bcrypt::hash(&c.password, 5).context("Hashing the password")?;
-            let htpasswd = dir.join("htpasswd");
-            std::fs::write(&htpasswd, format!("{}:{hash}\n", c.username))?;
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: testbed\n    path: {}\n",
-                htpasswd.display()
-            ));
+        // A free port found by binding :0 can be taken by another test's server before the registry
+        // binds it; an automatically chosen port is then chosen again (a given one is not).
+        let attempts = if port.is_some() { 1 } else { 5 };
+        let mut temp = temp;
+        for attempt in 1..=attempts {
+            let port = match port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            match Self::spawn_on(&dir, port, credentials.clone(), temp.take()) {
+                Ok(registry) => return Ok(registry),
+                Err((e, t)) => {
+                    let lost_race = format!("{e:#}").contains("address already in use");
+                    if !lost_race || attempt == attempts {
+                        return Err(e);
+                    }
+                    temp = t;
+                }
+            }
         }
-        let config_path = dir.join("config.yml");
-        std::fs::write(&config_path, config)?;
+        unreachable!("the last attempt returns")
+    }
+
+    /// Start docker-registry on `port`; on failure the temp dir is handed back for another attempt.
+    #[allow(clippy::result_large_err)]
+    fn spawn_on(
+        dir: &Path,
+        port: u16,
+        credentials: Option<Credentials>,
+        temp: Option<tempfile::TempDir>,
+    ) -> std::result::Result<Self, (anyhow::Error, Option<tempfile::TempDir>)> {
+        let storage = dir.join("storage");
+        let config = || -> Result<PathBuf> {
+            let mut config = format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            );
+            if let Some(c) = &credentials {
+                let hash = bcrypt::hash(&c.password, 5).context("Hashing the password")?;
+                let htpasswd = dir.join("htpasswd");
+                std::fs::write(&htpasswd, format!("{}:{hash}\n", c.username))?;
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: testbed\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            let config_path = dir.join("config.yml");
+            std::fs::write(&config_path, config)?;
+            Ok(config_path)
+        };
+        let config_path = match config() {
+            Ok(p) => p,
+            Err(e) => return Err((e, temp)),
+        };
         let access_log = dir.join("access.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&access_log)?)
-            .stderr(std::fs::File::create(dir.join("registry.log"))?)
-            .spawn()
-            .context("Spawning docker-registry (is the docker-registry package installed?)")?;
+        let spawned = (|| -> Result<Child> {
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&access_log)?)
+                .stderr(std::fs::File::create(dir.join("registry.log"))?)
+                .spawn()
+                .context("Spawning docker-registry (is the docker-registry package installed?)")
+        })();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => return Err((e, temp)),
+        };
         let mut registry = Self {
             child,
             port,
             _temp: temp,
-            dir,
+            dir: dir.to_path_buf(),
             access_log,
             credentials,
         };
-        registry.wait_ready()?;
-        Ok(registry)
+        match registry.wait_ready() {
+            Ok(()) => Ok(registry),
+            Err(e) => {
+                let _ = registry.child.kill();
+                let _ = registry.child.wait();
+                let temp = registry._temp.take();
+                Err((e, temp))
+            }
+        }
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -153,7 +201,8 @@ impl Registry {
                     std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
                 bail!("docker-registry exited ({status}): {}", log.trim());
             }
-            if http_status(self.port, "/v2/").is_ok() {
+            // 200, or 401 with auth: a registry answers /v2/ so; anything else is not ours (yet).
+            if matches!(http_status(self.port, "/v2/"), Ok(200 | 401)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
