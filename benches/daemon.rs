@@ -121,14 +121,11 @@ fn requests(lab: &Lab) -> (u64, Vec<(String, u64)>) {
 }
 
 async fn rebootless_updates() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-0",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/motd.d/10-site", "site\n")], &KEYS[..1]),
-        )
-    })
+    let mut lab = Lab::at_base(
+        "rendered-0",
+        &[("/etc/motd.d/10-site", "site\n")],
+        &KEYS[..1],
+    )
     .await;
     let image = lab.image("base");
     lab.start();
@@ -284,15 +281,7 @@ async fn rebootless_updates() {
 
 async fn cordoned_window() {
     let mb = env_u64("BENCH_IMAGE_MB", 200);
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/agent.conf", "off\n")], &[]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[("/etc/agent.conf", "off\n")], &[]).await;
     let built = Instant::now();
     let big = lab.derive(
         "big",

@@ -30,15 +30,7 @@ fn assert_done(lab: &Lab, config: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ssh_key_change_is_rebootless_and_drainless() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/motd.d/10-a", "a")], &[KEY1]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[("/etc/motd.d/10-a", "a")], &[KEY1]).await;
     lab.start();
     lab.wait_settled().await;
     assert_eq!(
@@ -216,14 +208,11 @@ async fn registries_conf_safe_change_reloads_crio_unsafe_change_drains() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn file_change_reboots_without_policy_and_restarts_a_unit_with_one() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/chrony.conf", "pool 2.pool.ntp.org iburst\n")], &[]),
-        )
-    })
+    let mut lab = Lab::at_base(
+        "rendered-1",
+        &[("/etc/chrony.conf", "pool 2.pool.ntp.org iburst\n")],
+        &[],
+    )
     .await;
     let image = lab.image("base");
     lab.start();
@@ -310,15 +299,7 @@ async fn file_change_reboots_without_policy_and_restarts_a_unit_with_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn layered_image_by_digest_drains_reboots_once_and_verifies() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[], &[]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[], &[]).await;
     let base = lab.image("base");
     let v2 = lab.derive(
         "v2",
@@ -381,15 +362,7 @@ async fn layered_image_by_digest_drains_reboots_once_and_verifies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_cluster_layering_deploys_desired_image_then_reverts() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/agent.conf", "on")], &[]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[("/etc/agent.conf", "on")], &[]).await;
     let base = lab.image("base");
     // The image a MachineOSBuild would produce, by digest.
     let built = lab.derive(
@@ -459,15 +432,7 @@ async fn on_cluster_layering_deploys_desired_image_then_reverts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreconcilable_config_touches_nothing() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/agent.conf", "on")], &[KEY1]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[("/etc/agent.conf", "on")], &[KEY1]).await;
     let image = lab.image("base");
     lab.start();
     lab.wait_settled().await;
@@ -530,15 +495,7 @@ async fn unreconcilable_config_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_machineconfig_degrades_then_converges_once_created() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[], &[KEY1]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[], &[KEY1]).await;
     let image = lab.image("base");
     lab.start();
     lab.wait_settled().await;
@@ -576,14 +533,11 @@ async fn missing_machineconfig_degrades_then_converges_once_created() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drift_degrades_naming_the_file_and_recovers_by_itself() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/agent.conf", "on"), ("/etc/other.conf", "x")], &[]),
-        )
-    })
+    let mut lab = Lab::at_base(
+        "rendered-1",
+        &[("/etc/agent.conf", "on"), ("/etc/other.conf", "x")],
+        &[],
+    )
     .await;
     lab.start();
     lab.wait_settled().await;
@@ -619,15 +573,7 @@ async fn drift_degrades_naming_the_file_and_recovers_by_itself() {
 
 /// A lab at rendered-1 (base image) with rendered-2 (a layered image + a file) ready to roll.
 async fn image_update_lab() -> (Lab, String, String) {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-1",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[("/etc/agent.conf", "off")], &[]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-1", &[("/etc/agent.conf", "off")], &[]).await;
     let base = lab.image("base");
     let v2 = lab.derive(
         "v2",
@@ -1171,15 +1117,7 @@ async fn crash_at_every_point_with_image_and_reboot_converges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn firstboot_applies_the_encapsulated_config_then_start_reports_done() {
-    let mut lab = Lab::new(&|lab| {
-        mc(
-            "rendered-0",
-            Some(&lab.image("base")),
-            &[],
-            ignition(&[], &[]),
-        )
-    })
-    .await;
+    let mut lab = Lab::at_base("rendered-0", &[], &[]).await;
     let v2 = lab.derive(
         "v2",
         LayerSpec::new("RUN install agent").file("usr/bin/agent", "#!/bin/sh\n"),

@@ -30,6 +30,11 @@ fn app_mc(name: &str, image: &str, generation: usize, keys: &[&str]) -> Value {
     mc(name, Some(image), &[], ignition(&files, keys))
 }
 
+/// A lab installed at rendered-0: the base image with the app files of generation 0.
+async fn app_lab() -> Lab {
+    Lab::new(&|lab| app_mc("rendered-0", &lab.image("base"), 0, &[])).await
+}
+
 fn assert_converged(lab: &Lab, config: &str, generation: usize, what: &str) {
     assert_eq!(
         lab.annotation("state").as_deref(),
@@ -258,7 +263,7 @@ fn faults() -> Vec<Fault> {
 /// each update converges with exactly one reload or one reboot, never left cordoned.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_faults_during_updates_converge_without_duplicate_actions() {
-    let mut lab = Lab::new(&|lab| app_mc("rendered-0", &lab.image("base"), 0, &[])).await;
+    let mut lab = app_lab().await;
     lab.sim.load_yaml(APP_POLICY).unwrap();
     let images = [
         lab.derive("v2", LayerSpec::new("RUN v2").file("usr/lib/os-v", "2\n")),
@@ -386,7 +391,7 @@ type HostileCase<'a> = (&'a str, Vec<(&'a str, Option<&'a str>)>, &'a str);
 /// the node recovers by itself once the annotation is fixed.
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_annotations_degrade_with_a_bounded_reason_and_write_nothing() {
-    let mut lab = Lab::new(&|lab| app_mc("rendered-0", &lab.image("base"), 0, &[])).await;
+    let mut lab = app_lab().await;
     // A reason of 1 MB left on the node (by another tool, or an old daemon): the daemon starts, finds
     // the node at its config and replaces it.
     let megabyte = "x".repeat(1 << 20);
@@ -555,7 +560,7 @@ async fn hostile_annotations_degrade_with_a_bounded_reason_and_write_nothing() {
 async fn secrets_never_reach_logs_annotations_or_events() {
     const HASH: &str = "$6$rounds=4096$s3cr3tSalt$Xq0u1Hk2mZ8vQ9tR7yW3pL5nB4cD6fG8hJ0kL2mN4pQ6rS8tU0vW2xY4zA6bC8dE0fG2hI4jK6lM8nO0pQ2r";
     const SECRET_USER_PASS: &str = "pullbot:Sup3r-S3cret-Token-9f8e7d";
-    let mut lab = Lab::new(&|lab| app_mc("rendered-0", &lab.image("base"), 0, &[])).await;
+    let mut lab = app_lab().await;
     // The new OS image lives in a registry that requires the pull secret.
     let (user, pass) = SECRET_USER_PASS.split_once(':').unwrap();
     let secure = testbed::Registry::start_with_auth(user, pass).unwrap();

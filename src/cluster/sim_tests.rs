@@ -28,6 +28,20 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
+impl Env {
+    /// Our node's MachineConfigNode as the API server holds it.
+    fn mcn(&self) -> serde_json::Value {
+        self.sim
+            .get_object(
+                "machineconfiguration.openshift.io/v1",
+                "MachineConfigNode",
+                None,
+                "node1",
+            )
+            .expect("the MachineConfigNode exists")
+    }
+}
+
 async fn env(extra: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
@@ -299,15 +313,7 @@ async fn machine_config_node_is_created_and_updated_with_apply() {
     let node = e.cluster.get_node().await.unwrap();
     let writer = McnWriter::new(e.cluster.clone(), "worker");
     writer.ensure(&node).await.unwrap();
-    let mcn = e
-        .sim
-        .get_object(
-            "machineconfiguration.openshift.io/v1",
-            "MachineConfigNode",
-            None,
-            "node1",
-        )
-        .unwrap();
+    let mcn = e.mcn();
     assert_eq!(mcn["spec"]["pool"]["name"], "worker");
     assert_eq!(mcn["spec"]["configVersion"]["desired"], "rendered-worker-b");
     let conds = mcn["status"]["conditions"].as_array().unwrap();
@@ -340,15 +346,7 @@ async fn machine_config_node_is_created_and_updated_with_apply() {
         "unchanged conditions are not rewritten"
     );
     assert_eq!(e.sim.count_verb("patch"), 0);
-    let mcn = e
-        .sim
-        .get_object(
-            "machineconfiguration.openshift.io/v1",
-            "MachineConfigNode",
-            None,
-            "node1",
-        )
-        .unwrap();
+    let mcn = e.mcn();
     let updated = mcn["status"]["conditions"]
         .as_array()
         .unwrap()

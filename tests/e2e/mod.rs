@@ -245,6 +245,11 @@ impl Lab {
         lab
     }
 
+    /// A lab installed at config `name`: the base image with `files` and core's SSH `keys`.
+    pub async fn at_base(name: &str, files: &[(&str, &str)], keys: &[&str]) -> Lab {
+        Lab::new(&|lab| mc(name, Some(&lab.image("base")), &[], ignition(files, keys))).await
+    }
+
     /// `tag` derived from base with `layer`, pushed; returns the pullspec by digest.
     pub fn derive(&mut self, tag: &str, layer: LayerSpec) -> String {
         let img = self

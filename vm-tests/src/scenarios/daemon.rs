@@ -673,37 +673,35 @@ fn bad_image(suite: &mut Suite, run: &mut Run) -> Result<()> {
         boot_to_done(node, run)?;
         let deployments = node.ostree_status()?.deployments.len();
 
-        node.kube
-            .annotate(&[("desiredConfig", Some("rendered-bad-registry"))])?;
-        let degraded = run.step("unreachable registry: Degraded", || {
-            wait_degraded(node, "the registry cannot be reached")
-        })?;
-        let reason = degraded
-            .annotation("reason")
-            .unwrap_or_default()
-            .to_string();
-        ensure!(
-            reason.contains(&unreachable),
-            "the reason does not name the image: {reason}"
-        );
-        run.notes.push(format!("unreachable: reason={reason:?}"));
-        assert_untouched(node, deployments, &degraded)?;
-
-        node.kube
-            .annotate(&[("desiredConfig", Some("rendered-not-bootable"))])?;
-        let degraded = run.step("not bootable: Degraded", || {
-            wait_degraded(node, "not a bootable OS image")
-        })?;
-        let reason = degraded
-            .annotation("reason")
-            .unwrap_or_default()
-            .to_string();
-        ensure!(
-            reason.contains(&not_bootable),
-            "the reason does not name the image: {reason}"
-        );
-        run.notes.push(format!("not bootable: reason={reason:?}"));
-        assert_untouched(node, deployments, &degraded)?;
+        for (config, label, needle, image) in [
+            (
+                "rendered-bad-registry",
+                "unreachable",
+                "the registry cannot be reached",
+                &unreachable,
+            ),
+            (
+                "rendered-not-bootable",
+                "not bootable",
+                "not a bootable OS image",
+                &not_bootable,
+            ),
+        ] {
+            node.kube.annotate(&[("desiredConfig", Some(config))])?;
+            let degraded = run.step(&format!("{label}: Degraded"), || {
+                wait_degraded(node, needle)
+            })?;
+            let reason = degraded
+                .annotation("reason")
+                .unwrap_or_default()
+                .to_string();
+            ensure!(
+                reason.contains(image.as_str()),
+                "the reason does not name the image: {reason}"
+            );
+            run.notes.push(format!("{label}: reason={reason:?}"));
+            assert_untouched(node, deployments, &degraded)?;
+        }
 
         // Back to the installed config: the node recovers without a reboot.
         node.kube
