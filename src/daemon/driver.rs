@@ -309,8 +309,8 @@ where
                 Ok(Synced::Waiting)
             }
             Decision::Failed { target, reason } => {
-                self.side.state(NodeState::Degraded, &reason).await?;
-                self.metrics.set_state("Degraded", &reason);
+                // Same report as any Degraded: annotations, metric and the MCN NodeDegraded condition.
+                self.report_degraded(&reason).await?;
                 tracing::error!(target = %target, "update failed for good: {reason}");
                 Ok(Synced::Settled)
             }
@@ -529,16 +529,7 @@ where
             Outcome::RebootRequested => Ok(Synced::RebootRequested),
             Outcome::Interrupted => Ok(Synced::Interrupted),
             Outcome::Failed(reason) => {
-                self.side.state(NodeState::Degraded, &reason).await?;
-                self.metrics.set_state("Degraded", &reason);
-                self.side
-                    .conditions(&[ConditionChange::new(
-                        Cond::NodeDegraded,
-                        Status::True,
-                        "NodeDegraded",
-                        reason.clone(),
-                    )])
-                    .await;
+                self.report_degraded(&reason).await?;
                 Ok(Synced::Settled)
             }
         }
@@ -591,16 +582,7 @@ where
                 config.name
             );
             self.verified = None;
-            self.side.state(NodeState::Degraded, &reason).await?;
-            self.metrics.set_state("Degraded", &reason);
-            self.side
-                .conditions(&[ConditionChange::new(
-                    Cond::NodeDegraded,
-                    Status::True,
-                    "NodeDegraded",
-                    reason.clone(),
-                )])
-                .await;
+            self.report_degraded(&reason).await?;
             return Ok(Synced::Settled);
         }
         let desired_image_empty = node
@@ -638,11 +620,11 @@ where
         Ok(Synced::Settled)
     }
 
-    async fn degrade(&self, reason: &str) {
+    /// Degraded with `reason`: the node annotations (an error if they cannot be written, so a sync
+    /// retries), the metric and the MCN NodeDegraded condition.
+    async fn report_degraded(&self, reason: &str) -> anyhow::Result<()> {
         self.metrics.set_state("Degraded", reason);
-        if let Err(e) = self.side.state(NodeState::Degraded, reason).await {
-            tracing::error!(error = %format!("{e:#}"), "could not report Degraded");
-        }
+        self.side.state(NodeState::Degraded, reason).await?;
         self.side
             .conditions(&[ConditionChange::new(
                 Cond::NodeDegraded,
@@ -651,6 +633,14 @@ where
                 reason.to_string(),
             )])
             .await;
+        Ok(())
+    }
+
+    /// [`Self::report_degraded`] outside a sync: a failed write is logged.
+    async fn degrade(&self, reason: &str) {
+        if let Err(e) = self.report_degraded(reason).await {
+            tracing::error!(error = %format!("{e:#}"), "could not report Degraded");
+        }
     }
 
     async fn start_drift(&mut self, config: &MachineConfig) {
