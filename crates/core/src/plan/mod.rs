@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod diff;
+pub mod irreconcilable;
 pub mod kargs;
 pub mod reconcile;
 pub mod registries;
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::paths::REGISTRIES_CONF;
 use crate::config::policy::PolicyAction;
 use crate::config::{KernelType, MachineConfig, MachineConfiguration};
-pub use actions::{Action, ClusterPolicy};
+pub use actions::{Action, ClusterPolicy, PolicySource};
 pub use diff::Changes;
 pub use kargs::KernelArgsChange;
 pub use reconcile::Unreconcilable;
@@ -211,7 +212,7 @@ pub fn plan_with(
         );
         actions::legacy(&paths, !units.is_empty())
     } else {
-        let cluster = ClusterPolicy::merged(&policy.node_disruption_policy);
+        let (cluster, _) = ClusterPolicy::effective(policy);
         let paths: Vec<&str> = files.all().collect();
         let touched = diff::touched_units(&units);
         let unit_names: Vec<&str> = touched.iter().map(String::as_str).collect();
