@@ -212,6 +212,9 @@ pub struct FetchProgress {
     pub layer_digest: String,
     pub fetched: u64,
     pub total: u64,
+    /// Layers and compressed bytes this pull downloads in all (layers already in the repo excluded).
+    pub layers_to_fetch: usize,
+    pub bytes_to_fetch: u64,
 }
 
 /// Called with download progress (also emitted as `tracing` events).

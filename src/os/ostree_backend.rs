@@ -424,7 +424,7 @@ async fn import_image(
 ) -> Result<(PrefetchReport, Box<LayeredImageState>)> {
     let imgref = parse_image(image)?;
     let as_pull_error = |e: anyhow::Error| anyhow::Error::new(PullError::classify(image, &e));
-    let config = pull::proxy_config(node_root)?;
+    let config = pull::proxy_config(node_root, &imgref.imgref)?;
     let started = std::time::Instant::now();
     let mut importer = ImageImporter::new(repo, &imgref, config)
         .await
@@ -501,6 +501,8 @@ async fn import_image(
                     // ostree-ext's read counter can end a byte past the blob size; never report more than the layer.
                     fetched: p.fetched.min(p.total),
                     total: p.total,
+                    layers_to_fetch: layers_fetched,
+                    bytes_to_fetch: bytes_fetched,
                 });
                 if let Some(p) = update {
                     if p.fetched >= p.total {
