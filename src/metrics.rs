@@ -58,6 +58,10 @@ pub struct Metrics {
     pub drain_blocked_seconds: Gauge<f64, AtomicU64>,
     pub reboots_requested: Counter,
     pub updates_completed: Counter,
+    /// The OS image pull in progress: compressed bytes downloaded and to download (both 0 when
+    /// none is running).
+    pub image_pull_bytes_done: Gauge,
+    pub image_pull_bytes_total: Gauge,
     /// Unix seconds of the driver loop's last turn (for `/healthz`).
     heartbeat: AtomicI64,
 }
@@ -92,6 +96,8 @@ impl Metrics {
             drain_blocked_seconds: Gauge::default(),
             reboots_requested: Counter::default(),
             updates_completed: Counter::default(),
+            image_pull_bytes_done: Gauge::default(),
+            image_pull_bytes_total: Gauge::default(),
             heartbeat: AtomicI64::new(0),
         };
         m.registry.register(
@@ -148,6 +154,16 @@ impl Metrics {
             "mcd_updates_completed",
             "updates that reached Done",
             m.updates_completed.clone(),
+        );
+        m.registry.register(
+            "mcd_image_pull_bytes_done",
+            "compressed bytes of the OS image layers downloaded so far by the pull in progress",
+            m.image_pull_bytes_done.clone(),
+        );
+        m.registry.register(
+            "mcd_image_pull_bytes_total",
+            "compressed bytes of the OS image layers the pull in progress downloads (0: no pull)",
+            m.image_pull_bytes_total.clone(),
         );
         m
     }

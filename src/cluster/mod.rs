@@ -8,10 +8,12 @@
 
 pub mod annotations;
 pub mod client;
+pub mod controllerconfig;
 pub mod drain;
 pub mod events;
 mod kube_impl;
 pub mod mcn;
+pub mod policy_source;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use serde_json::Value;
 
 pub use annotations::{AnnotationWriter, NodeState};
 pub use client::{Credentials, connect};
+pub use controllerconfig::{ControllerConfigWatch, watch_controller_config};
 pub use drain::{DrainError, DrainOptions, DrainReport, Drainer};
 pub use events::{EventReason, NodeEvent};
 pub use kube_impl::KubeCluster;
@@ -115,6 +118,19 @@ pub trait Cluster: Send + Sync {
         &self,
         status: &Value,
     ) -> impl Future<Output = anyhow::Result<Value>> + Send;
+
+    /// Server-side apply of our MachineConfigNode's `spec` (field manager `machine-config-daemon`).
+    fn apply_machine_config_node_spec(
+        &self,
+        spec: &Value,
+    ) -> impl Future<Output = anyhow::Result<Value>> + Send;
+
+    /// A CustomResourceDefinition as the cluster serves it (`None` when not installed): which
+    /// variant of the MachineConfigNode schema is served decides what the daemon writes there.
+    fn get_custom_resource_definition(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<Value>>> + Send;
 }
 
 /// The field manager of every write.

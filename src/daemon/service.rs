@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use super::driver::Daemon;
 use super::env::NodeEnv;
 use super::update::{ClusterSide, DrainMode};
-use crate::cluster::{Credentials, DrainOptions, KubeCluster, connect, watch_node};
+use crate::cluster::{
+    Credentials, DrainOptions, KubeCluster, connect, watch_controller_config, watch_node,
+};
 use crate::host::Root;
 use crate::metrics::Metrics;
 use crate::os::{BackendKind, OstreeBackend, OstreeBackendOptions, select_backend};
@@ -62,7 +64,8 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let root = Arc::new(Root::open(&opts.root)?);
     let client = connect(&credentials(&opts)).await?;
     let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));
-    let mut nodes = watch_node(client, &opts.node_name);
+    let mut nodes = watch_node(client.clone(), &opts.node_name);
+    let controller_config = watch_controller_config(client);
     let first = tokio::time::timeout(Duration::from_secs(120), nodes.wait_for(|_| true))
         .await
         .with_context(|| {
@@ -85,7 +88,8 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         nodes.updates.clone(),
         opts.drain_mode,
         drain_options,
-    );
+    )
+    .with_controller_config(controller_config.updates.clone());
 
     let os_options = OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root);
     let (os, env) = match &opts.test_only_simulated_boot {
@@ -138,6 +142,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     tracing::info!(node = %opts.node_name, root = %opts.root.display(), sysroot = %opts.sysroot.display(), "machine-config-daemon started");
     let result = daemon.run(updates).await;
     drop(nodes);
+    drop(controller_config);
     result
 }
 
