@@ -678,7 +678,9 @@ impl<C: Cluster> McnWriter<C> {
         let obj = match self.cluster.get_machine_config_node().await? {
             Some(o) => o,
             None => {
-                let spec = self.desired_spec(node, &Value::Null, image_mode);
+                // Created without configImage: it is then set by server-side apply, so that a
+                // later apply without it removes it (a field set by the create would stay).
+                let spec = self.desired_spec(node, &Value::Null, false);
                 let body = new_machine_config_node(&name, &spec);
                 self.cluster.create_machine_config_node(&body).await?
             }
@@ -897,5 +899,107 @@ mod tests {
             "x",
         );
         assert_eq!(ch.reason, "UpdateExecutedDrained");
+    }
+
+    #[test]
+    fn image_digest_format_is_the_crds() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for ok in [
+            format!("quay.io/openshift/os@{d}"),
+            format!(
+                "image-registry.openshift-image-registry.svc:5000/openshift-machine-config-operator/os@{d}"
+            ),
+            format!("127.0.0.1:5000/os@{d}"),
+        ] {
+            assert!(image_digest_format(&ok), "{ok}");
+        }
+        for bad in [
+            "quay.io/openshift/os:latest".to_string(),
+            format!("quay.io/openshift/os@{}", d.to_uppercase()),
+            format!("os@{d}"),
+            format!("localhost/os@{d}"),
+            format!("quay.io/a/b/c@{d}"),
+            format!("quay.io:1/os@{d}"),
+            format!("quay.io/os@{d}@{d}"),
+            format!("quay.io/{}/os@{d}", "n".repeat(62)),
+        ] {
+            assert!(!image_digest_format(&bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn update_target_names_the_image_while_it_changes() {
+        assert_eq!(update_target("rendered-b", None, None), "rendered-b");
+        assert_eq!(update_target("rendered-b", Some("i@2"), Some("i@1")), "i@2");
+        assert_eq!(
+            update_target("rendered-b", Some("i@1"), Some("i@1")),
+            "rendered-b"
+        );
+        assert_eq!(
+            update_target("rendered-b", None, Some("i@1")),
+            "disable image mode"
+        );
+    }
+
+    #[test]
+    fn applied_changes_split_in_image_mode_only() {
+        let scope = |files, os| AppliedScope {
+            files,
+            os,
+            failed: None,
+        };
+        let mut c = ConditionChange::child(
+            ConditionType::UpdateExecuted,
+            ConditionType::AppliedFilesAndOS,
+            Status::Unknown,
+            "Applying files and new OS config to node",
+        );
+        c.applied = Some(scope(true, false));
+        assert_eq!(c.for_schema(false), vec![c.clone()]);
+        let split = c.for_schema(true);
+        assert_eq!(
+            split
+                .iter()
+                .map(|c| (c.condition.as_str(), c.reason.as_str(), c.message.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "UpdateExecuted",
+                    "AppliedFiles",
+                    "Updating the Files on disk as a part of the in progress phase"
+                ),
+                (
+                    "AppliedFiles",
+                    "UpdateExecutedAppliedFiles",
+                    "Applying files to node."
+                ),
+            ]
+        );
+        // Units only (neither files nor OS): nothing in image mode, as the MCD.
+        c.applied = Some(scope(false, false));
+        assert!(c.for_schema(true).is_empty());
+        // A failure is reported in image mode only.
+        c.applied = Some(AppliedScope {
+            files: true,
+            os: true,
+            failed: Some((AppliedPart::Os, "no space".into())),
+        });
+        assert!(c.for_schema(false).is_empty());
+        let split = c.for_schema(true);
+        assert_eq!(split[1].condition, ConditionType::AppliedOSImage);
+        assert_eq!(
+            split[1].message,
+            "Update failed applying new OS config to node: no space"
+        );
+        // Image-mode-only conditions are dropped on the Default schema.
+        let pulled = ConditionChange::new(
+            ConditionType::ImagePulledFromRegistry,
+            Status::True,
+            "ImagePulledFromRegistry",
+            "ok",
+        );
+        assert!(pulled.for_schema(false).is_empty());
+        assert_eq!(pulled.for_schema(true), vec![pulled.clone()]);
+        assert_eq!(initial_conditions_for(true, "t").len(), 16);
     }
 }

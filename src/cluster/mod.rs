@@ -137,4 +137,6 @@ pub trait Cluster: Send + Sync {
 pub const FIELD_MANAGER: &str = "machine-config-daemon";
 
 #[cfg(test)]
+mod image_mode_sim_tests;
+#[cfg(test)]
 mod sim_tests;

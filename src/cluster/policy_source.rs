@@ -46,6 +46,15 @@ async fn read<C: Cluster>(cluster: &C) -> anyhow::Result<Option<MachineConfigura
     }
 }
 
+/// `120s`, `0.3s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
 /// The cluster's MachineConfiguration to plan with, and where its policy comes from
 /// ([`crate::plan::ClusterPolicy::effective`] picks the operator's status exactly when it is current).
 pub async fn fetch_policy<C: Cluster>(
@@ -85,9 +94,9 @@ pub async fn fetch_policy<C: Cluster>(
         let observed = p.status.as_ref().map_or(0, |s| s.observed_generation);
         if started.elapsed() >= wait.timeout {
             anyhow::bail!(
-                "NodeDisruptionPolicyStatus was not ready: MachineConfiguration cluster status.observedGeneration {observed} is not metadata.generation {} after {}s; is the machine-config-operator running?",
+                "NodeDisruptionPolicyStatus was not ready: MachineConfiguration cluster status.observedGeneration {observed} is not metadata.generation {} after {}; is the machine-config-operator running?",
                 p.generation,
-                wait.timeout.as_secs()
+                seconds(wait.timeout)
             );
         }
         if !logged_wait {
