@@ -286,6 +286,7 @@ where
             return Ok(Synced::Waiting);
         };
         super::certsync::sync_controller_config(&self.side, &self.root, &node).await?;
+        super::mcn_status::mirror_annotations(&self.side, &node).await;
         let journal = journal::load(&self.root)?;
         let boot_id = self.env.boot_id()?;
         self.after_reboot_bookkeeping(&node, journal.as_ref(), &boot_id)

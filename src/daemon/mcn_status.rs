@@ -189,6 +189,18 @@ where
     result
 }
 
+/// Keep what the MachineConfigNode mirrors of the node's annotations (`status.configVersion`,
+/// `configImage`, `spec`) current: the last condition of an update is written before the watch
+/// delivers the node with its final annotations. Writes only when something differs.
+pub async fn mirror_annotations<C: Cluster + 'static>(
+    side: &ClusterSide<C>,
+    node: &k8s_openapi::api::core::v1::Node,
+) {
+    if let Err(e) = side.mcn.update(node, &[]).await {
+        tracing::debug!(error = %format!("{e:#}"), "could not update the MachineConfigNode (will retry)");
+    }
+}
+
 /// Write `status.irreconcilableChanges`: how the storage sections of `target` differ from the
 /// node's install-time config. Best effort, as the MCD's (errors are logged); without the
 /// install-time config there is nothing to compare with.
