@@ -303,6 +303,78 @@ mod tests {
         assert_eq!(published, 5, "37% → 87%: 40, 50, 60, 70, 80");
     }
 
+    /// Pulls by calling the progress callback, recording the pull metrics as it goes.
+    struct FakePull {
+        metrics: Arc<Metrics>,
+        seen: Mutex<Vec<(i64, i64)>>,
+    }
+
+    impl OsBackend for FakePull {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        async fn status(&self) -> anyhow::Result<crate::os::OsStatus> {
+            Ok(Default::default())
+        }
+        async fn prefetch(
+            &self,
+            image: &str,
+            progress: Option<ProgressFn>,
+        ) -> anyhow::Result<PrefetchReport> {
+            let cb = progress.expect("a progress callback");
+            for (layer, fetched) in [(0, 60_000_000), (0, 100_000_000), (1, 50_000_000)] {
+                cb(&FetchProgress {
+                    total: 100_000_000,
+                    fetched,
+                    layer_index: layer,
+                    ..fp(layer, 0, 0)
+                });
+                self.seen.lock().unwrap().push((
+                    self.metrics.image_pull_bytes_done.get(),
+                    self.metrics.image_pull_bytes_total.get(),
+                ));
+            }
+            Ok(PrefetchReport {
+                image: image.into(),
+                ..Default::default()
+            })
+        }
+        async fn stage(
+            &self,
+            _: &crate::os::OsChange,
+        ) -> anyhow::Result<crate::os::StageOutcome> {
+            anyhow::bail!("not used")
+        }
+        async fn cleanup(&self) -> anyhow::Result<crate::os::CleanupReport> {
+            Ok(Default::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn pull_progress_is_a_metric_while_it_runs() {
+        let metrics = Arc::new(Metrics::new());
+        let os = FakePull {
+            metrics: metrics.clone(),
+            seen: Mutex::new(Vec::new()),
+        };
+        let side: Option<&ClusterSide<crate::cluster::KubeCluster>> = None;
+        prefetch_reporting(side, &metrics, &os, "quay.io/os@sha256:x")
+            .await
+            .unwrap();
+        assert_eq!(
+            *os.seen.lock().unwrap(),
+            vec![
+                (60_000_000, 200_000_000),
+                (100_000_000, 200_000_000),
+                (150_000_000, 200_000_000)
+            ]
+        );
+        assert_eq!(metrics.image_pull_bytes_done.get(), 0, "no pull running");
+        assert_eq!(metrics.image_pull_bytes_total.get(), 0);
+        let text = metrics.encode();
+        assert!(text.contains("mcd_image_pull_bytes_done 0"), "{text}");
+    }
+
     #[test]
     fn install_time_config_without_type_fields_parses() {
         let mc = install_time_config(
