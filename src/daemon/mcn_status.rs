@@ -339,10 +339,7 @@ mod tests {
                 ..Default::default()
             })
         }
-        async fn stage(
-            &self,
-            _: &crate::os::OsChange,
-        ) -> anyhow::Result<crate::os::StageOutcome> {
+        async fn stage(&self, _: &crate::os::OsChange) -> anyhow::Result<crate::os::StageOutcome> {
             anyhow::bail!("not used")
         }
         async fn cleanup(&self) -> anyhow::Result<crate::os::CleanupReport> {

@@ -4,6 +4,12 @@
 //! Start it in-process with [`KubeSim::start`] (tests), or run the `kube-sim` binary
 //! (`kube-sim --port 0 --kubeconfig OUT --load FILE.yaml…`, which prints its URL).
 //!
+//! The custom resources are the openshift/api CRDs in `crds/` (MachineConfig, MachineConfigNode,
+//! MachineConfigPool, MachineConfiguration, ControllerConfig), validated as the real server does for
+//! structural schemas; the MachineConfigNode CRD is the variant of [`SimOptions::feature_set`] (Default,
+//! or TechPreviewNoUpgrade with the image-mode fields). The CRD objects are served read-only under
+//! `apiextensions.k8s.io/v1`.
+//!
 //! Besides the Kubernetes API it serves a control API under `/_sim/` (a path no real server
 //! serves) with the same operations as the [`KubeSim`] handle: inject failures, add latency, drop
 //! watches, compact the watch history, mark pods ready, read request counters and the request log.
