@@ -201,8 +201,11 @@ echo
 echo "MachineConfigNode conditions that are True:"
 k get machineconfignode worker-0 -o jsonpath='{range .status.conditions[?(@.status=="True")]}  {.type}: {.message}{"\n"}{end}'
 echo
-echo "The MachineConfigNode's image status (kubectl get machineconfignode worker-0 -o yaml, from spec on):"
-k get machineconfignode worker-0 -o yaml | sed -n '/^spec:/,$p' | grep -v 'lastTransitionTime' | cut -c1-150
+echo "The MachineConfigNode's spec and status (kubectl get machineconfignode worker-0 -o yaml; conditions below):"
+k get machineconfignode worker-0 -o yaml | sed -n '/^spec:/,$p' \
+  | awk '/^  conditions:/ {skip=1; print "  conditions: [...]"; next} skip && /^  [a-zA-Z]/ {skip=0} !skip' | cut -c1-150
+echo "Its conditions (after Updated=True the others read \"Action during update to …\"):"
+k get machineconfignode worker-0 -o jsonpath='{range .status.conditions[*]}  {.type}={.status} ({.reason}): {.message}{"\n"}{end}' | cut -c1-150
 echo
 echo "The sysroot's deployments (a sandbox: nothing is booted from it for real; Pending is what the"
 echo "simulated boot runs, Rollback the previous deployment, kept):"

@@ -764,7 +764,14 @@ impl<C: Cluster> McnWriter<C> {
         let mut next = w.conditions.clone();
         let mut changed = false;
         for c in changes.iter().flat_map(|c| c.for_schema(w.image_mode)) {
-            changed |= apply_change(&mut next, &c, &target, &time);
+            // Updated=True comes once the node is at its image (the MCD writes it after SetDone), so
+            // it names the config even when the watched node does not show the new currentImage yet.
+            let target = if c.condition == ConditionType::Updated && c.status == Status::True {
+                desired
+            } else {
+                target.as_str()
+            };
+            changed |= apply_change(&mut next, &c, target, &time);
         }
         if !changed && self.status_body(w, &next, node) == w.status {
             return Ok(false);

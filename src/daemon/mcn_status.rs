@@ -58,13 +58,18 @@ impl PullProgress {
             .min(100)
     }
 
-    /// `57.3 of 200.1 MB (28%), 0 of 1 layers`
+    /// `57.3 of 200.1 MB (28%), 0 of 1 layers` (kB below a megabyte)
     pub fn describe(&self) -> String {
-        let mb = |b: u64| b as f64 / 1_000_000.0;
+        let (unit, per) = if self.bytes_total >= 1_000_000 {
+            ("MB", 1_000_000.0)
+        } else {
+            ("kB", 1_000.0)
+        };
+        let scaled = |b: u64| b as f64 / per;
         format!(
-            "{:.1} of {:.1} MB ({}%), {} of {} layers",
-            mb(self.bytes_done()),
-            mb(self.bytes_total),
+            "{:.1} of {:.1} {unit} ({}%), {} of {} layers",
+            scaled(self.bytes_done()),
+            scaled(self.bytes_total),
             self.percent(),
             self.layers_done(),
             self.layers_total
@@ -292,6 +297,15 @@ mod tests {
         assert_eq!(p.percent(), 37);
         assert_eq!(p.layers_done(), 1);
         assert_eq!(p.describe(), "75.0 of 200.0 MB (37%), 1 of 2 layers");
+        let mut small = PullProgress::default();
+        small.record(&FetchProgress {
+            fetched: 1_500,
+            total: 3_000,
+            bytes_to_fetch: 3_000,
+            layers_to_fetch: 1,
+            ..fp(0, 0, 0)
+        });
+        assert_eq!(small.describe(), "1.5 of 3.0 kB (50%), 0 of 1 layers");
         assert!(t.due(&p));
         // At most one publication per step, however often it is asked.
         let published = (0..100)
