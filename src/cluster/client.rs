@@ -197,6 +197,11 @@ pub fn describe_api_error(
     }
     for e in &chain {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // TLS failures arrive as io::Errors wrapping io::Errors wrapping the rustls::Error
+            // (hyper-rustls, then tokio-rustls), inside rather than as a source.
+            if let Some(tls) = wrapped_tls_error(io) {
+                return format!("TLS handshake failed: {tls}");
+            }
             use std::io::ErrorKind as K;
             let what = match io.kind() {
                 K::ConnectionRefused => {
@@ -222,6 +227,14 @@ pub fn describe_api_error(
         return format!("cannot resolve the host name: {deepest}");
     }
     deepest
+}
+
+fn wrapped_tls_error(io: &std::io::Error) -> Option<&rustls::Error> {
+    let inner = io.get_ref()?;
+    if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    wrapped_tls_error(inner.downcast_ref::<std::io::Error>()?)
 }
 
 fn describe_status(code: u16, reason: &str, message: &str, endpoint: &ApiEndpoint) -> String {
@@ -367,6 +380,15 @@ mod tests {
         assert_eq!(
             describe_api_error(&refused, &ep),
             "connection refused (is the API server up, and is the URL right?)"
+        );
+        // As hyper-rustls and tokio-rustls nest it.
+        let tls = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        assert_eq!(
+            describe_api_error(&tls, &ep),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer"
         );
     }
 }
