@@ -295,7 +295,7 @@ pub mod exit {
                 (OK, "Stopped by SIGTERM or SIGINT at a safe point."),
                 (
                     FAILURE,
-                    "The daemon failed (no credentials yet, the Node not found, …); the service \
+                    "The daemon failed (no credentials yet, the Node not found); the service \
                      restarts it.",
                 ),
                 (
