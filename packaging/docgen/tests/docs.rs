@@ -424,3 +424,58 @@ fn readme_shows_only_real_commands_and_flags() {
         "the README shows at least one command with flags"
     );
 }
+
+/// The README sends readers only to files of this repository: every link and every repository path it
+/// names exists (it once cited a protocol document that lives elsewhere).
+#[test]
+fn readme_points_only_inside_the_repository() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut checked = 0;
+    // Markdown links: [text](target).
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap();
+        if target.starts_with("http://")
+            || target.starts_with("https://")
+            || target.starts_with('#')
+        {
+            continue;
+        }
+        assert!(
+            repo().join(target).exists(),
+            "README links to {target}, which is not in the repository"
+        );
+        checked += 1;
+    }
+    // Code spans that name a repository path (`packaging/…`, `docs/…`, …) or a .md file.
+    const TOP: &[&str] = &[
+        "packaging/",
+        "systemd/",
+        "docs/",
+        "scripts/",
+        "examples/",
+        "tests/",
+        "vm-tests/",
+        "crates/",
+        "src/",
+        "benches/",
+        "fuzz/",
+    ];
+    for span in readme.split('`').skip(1).step_by(2) {
+        for word in span.split_whitespace() {
+            let word = word.trim_end_matches([',', '.', ';', ':', ')']);
+            let names_a_path = TOP.iter().any(|t| word.starts_with(t)) || word.ends_with(".md");
+            if !names_a_path || word.contains(['*', '<', '…']) || word.starts_with("target/") {
+                continue;
+            }
+            assert!(
+                repo().join(word).exists(),
+                "README names `{word}`, which is not in the repository"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 10,
+        "the README names repository paths ({checked} checked)"
+    );
+}
