@@ -202,19 +202,25 @@ pub(super) fn run_apply(args: &ApplyArgs) -> Result<u8, CliError> {
     let os = OsOutcome::of(&plan, sysroot.as_deref(), os_report.as_ref(), args.dry_run);
     match args.output {
         OutputFormat::Text => print_apply_text(&plan, &report.operations, args.dry_run, &os),
-        format => print_document(
-            &ApplyDocument {
-                plan: &plan,
-                dry_run: args.dry_run,
-                written: report.written,
-                operations: &report.operations,
-                warnings: &report.warnings,
-                actions_owed: &plan.actions,
-                os_changes_not_applied: plan.touches_os() && os.state != "staged",
-                os,
-            },
-            format,
-        ),
+        format => {
+            // As `plan -o json`: the document on stdout, the plan's warnings on stderr.
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+            print_document(
+                &ApplyDocument {
+                    plan: &plan,
+                    dry_run: args.dry_run,
+                    written: report.written,
+                    operations: &report.operations,
+                    warnings: &report.warnings,
+                    actions_owed: &plan.actions,
+                    os_changes_not_applied: plan.touches_os() && os.state != "staged",
+                    os,
+                },
+                format,
+            )
+        }
     }
     Ok(exit::OK)
 }

@@ -114,7 +114,7 @@ fn identity(credentials: &Credentials, auth: &kube::config::AuthInfo) -> String 
             } else if auth.client_certificate.is_some() || auth.client_certificate_data.is_some() {
                 "a client certificate".into()
             } else {
-                "no credentials".into()
+                return format!("anonymous (no credentials in {})", path.display());
             };
             format!("{how} from {}", path.display())
         }

@@ -383,9 +383,9 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
             "core's authorized keys: {keys:?}"
         );
         // Debian's sshd reads that file for core (the image ships the Debian package's sshd line).
-        let sshd = node
-            .vm
-            .exec_ok("sshd -T -C user=core,host=vmtest,addr=127.0.0.1 | grep -i '^authorizedkeysfile '")?;
+        let sshd = node.vm.exec_ok(
+            "sshd -T -C user=core,host=vmtest,addr=127.0.0.1 | grep -i '^authorizedkeysfile '",
+        )?;
         ensure!(
             sshd.trim()
                 == "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2 .ssh/authorized_keys.d/ignition",
