@@ -41,7 +41,7 @@ top=$work/rpmbuild
 mkdir -p "$top/SOURCES"
 # Source0 holds what %install takes from the tree; with `prebuilt` the vendored crates are unused.
 tar czf "$top/SOURCES/machine-config-daemon-$version.tar.gz" \
-  --transform "s,^,machine-config-daemon-$version/," README.md systemd packaging
+  --transform "s,^,machine-config-daemon-$version/," README.md docs systemd packaging
 tar czf "$top/SOURCES/machine-config-daemon-$version-vendor.tar.gz" --files-from /dev/null
 rpm_args=(--define "_topdir $top" --define "prebuilt $prebuilt")
 if [ -z "$(rpm --eval '%{?_unitdir}')" ]; then
@@ -76,6 +76,7 @@ install -D -m 0644 "$prebuilt/docgen/completions/machine-config-daemon.fish" "$d
 install -D -m 0644 -t "$deb/usr/share/machine-config-daemon/manifests" packaging/manifests/*.yaml
 install -D -m 0644 -t "$deb/usr/share/machine-config-daemon/manifests/examples" packaging/manifests/examples/*.yaml
 install -D -m 0644 README.md "$deb/usr/share/doc/machine-config-daemon/README.md"
+install -D -m 0644 docs/protocol.md "$deb/usr/share/doc/machine-config-daemon/protocol.md"
 install -D -m 0644 packaging/debian/copyright "$deb/usr/share/doc/machine-config-daemon/copyright"
 # Library dependencies as dpkg-shlibdeps finds them (it wants a debian/control to read).
 mkdir -p "$work/shlibs/debian"

@@ -47,6 +47,7 @@ check_installed() {
     [ -f "$root/usr/share/man/man8/$page.8$man" ] || fail "man page $page.8$man missing"
   done
   [ -f "$root/usr/share/machine-config-daemon/manifests/rbac-roles.yaml" ] || fail "RBAC manifests missing"
+  [ -f "$root/usr/share/doc/machine-config-daemon/protocol.md" ] || fail "docs/protocol.md missing"
   [ -f "$root/usr/share/machine-config-daemon/manifests/examples/daemonset.yaml" ] || fail "DaemonSet example missing"
   # Enabled by preset: the daemon by multi-user.target, first boot through its target.
   systemctl --root="$root" preset "${units[@]}" >/dev/null 2>&1 || fail "systemctl preset failed"
