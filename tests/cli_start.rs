@@ -300,14 +300,25 @@ async fn rejected_credentials_name_the_identity() {
     });
     let daemon = Daemon::start(work.path(), &kc);
     let (_, body) = daemon.wait_health(|_, b| b.starts_with("cannot reach"));
-    assert_eq!(
-        body,
-        format!(
-            "cannot reach the API server at {url}: 403 Forbidden for a bearer token from {}: nodes is forbidden: User \"system:node:worker-0\" cannot list resource \"nodes\" in API group \"\" at the cluster scope\n",
-            kc.display()
-        )
+    let forbidden = format!(
+        "cannot reach the API server at {url}: 403 Forbidden for a bearer token from {}: nodes is forbidden: User \"system:node:worker-0\" cannot list resource \"nodes\" in API group \"\" at the cluster scope",
+        kc.display()
     );
-    daemon.stop();
+    assert_eq!(body, format!("{forbidden}\n"));
+    // Other requests (a GET of the node) would succeed: the state must not flap, and retries back off.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        daemon.healthz().map(|(_, b)| b),
+        Some(format!("{forbidden}\n"))
+    );
+    let lines = daemon.stop();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("retrying in 2 s node=worker-0"))
+            && !lines.iter().any(|l| l.contains("answers again")),
+        "{lines:#?}"
+    );
     sim.shutdown().await;
 }
 

@@ -90,6 +90,9 @@ pub fn watch_node_with(client: Client, node: &str, health: Option<WatchHealth>) 
     let node_name = node.to_string();
     let task = tokio::spawn(async move {
         let probe: Api<Node> = api.clone();
+        let probe_params = kube::api::ListParams::default()
+            .fields(&format!("metadata.name={node_name}"))
+            .limit(1);
         let mut stream = watcher::watcher(api, config).boxed();
         // A re-list that does not contain the node means it was deleted while we were away.
         let mut seen_in_list = false;
@@ -100,9 +103,10 @@ pub fn watch_node_with(client: Client, node: &str, health: Option<WatchHealth>) 
                 retry = Some(delay);
                 let unreachable = report_failure(&node_name, e, health.as_ref(), delay);
                 tokio::time::sleep(delay).await;
-                // A watch that starts again yields nothing until the node changes: ask once, so
-                // /healthz stops saying "cannot reach" as soon as the API server answers.
-                if unreachable && probe.get_metadata_opt(&node_name).await.is_ok() {
+                // A watch that starts again yields nothing until the node changes: ask once, with
+                // the same list request (so the same authorization), so /healthz stops saying
+                // "cannot reach" as soon as the API server answers it.
+                if unreachable && probe.list_metadata(&probe_params).await.is_ok() {
                     answers_again(&node_name, health.as_ref());
                     retry = None;
                 }
