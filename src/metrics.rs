@@ -2,8 +2,8 @@
 //! (127.0.0.1:8797 by default, as the MCD, behind kube-rbac-proxy in a cluster).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -64,6 +64,8 @@ pub struct Metrics {
     pub image_pull_bytes_total: Gauge,
     /// Unix seconds of the driver loop's last turn (for `/healthz`).
     heartbeat: AtomicI64,
+    /// `cannot reach the API server at URL: cause` while the last request to it failed.
+    api_problem: Mutex<Option<String>>,
 }
 
 fn now_secs() -> f64 {
@@ -99,6 +101,7 @@ impl Metrics {
             image_pull_bytes_done: Gauge::default(),
             image_pull_bytes_total: Gauge::default(),
             heartbeat: AtomicI64::new(0),
+            api_problem: Mutex::new(None),
         };
         m.registry.register(
             "mcd_host_os_and_version",
@@ -207,6 +210,19 @@ impl Metrics {
         self.heartbeat.store(now_secs() as i64, Ordering::Relaxed);
     }
 
+    /// The API server cannot be reached (`Some(why)`, one sentence), or answers again (`None`).
+    pub fn set_api_problem(&self, problem: Option<String>) {
+        *self.api_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// Why the API server cannot be reached, while it cannot.
+    pub fn api_problem(&self) -> Option<String> {
+        self.api_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -262,14 +278,20 @@ fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         ),
-        "/healthz" if metrics.healthy(HEALTH_MAX_AGE) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_string())
-        }
-        "/healthz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "the update loop has not run recently\n".to_string(),
-        ),
+        "/healthz" => match (metrics.api_problem(), metrics.healthy(HEALTH_MAX_AGE)) {
+            // The most useful thing to say first: nothing works without the API server.
+            (Some(problem), _) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{problem}\n"),
+            ),
+            (None, true) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            (None, false) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the update loop has not run recently\n".to_string(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -348,6 +370,20 @@ mod tests {
             "{metrics}"
         );
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        // An unreachable API server is what /healthz says, whatever the loop does.
+        m.set_api_problem(Some(
+            "cannot reach the API server at https://api:6443/: connection refused".into(),
+        ));
+        let health = get("/healthz").await;
+        assert!(
+            health.starts_with("HTTP/1.1 503")
+                && health.ends_with(
+                    "\r\n\r\ncannot reach the API server at https://api:6443/: connection refused\n"
+                ),
+            "{health}"
+        );
+        m.set_api_problem(None);
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         task.abort();
     }
 }

@@ -23,13 +23,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::Value;
 
 pub use annotations::{AnnotationWriter, NodeState};
-pub use client::{Credentials, connect};
+pub use client::{ApiEndpoint, Credentials, connect, connect_to};
 pub use controllerconfig::{ControllerConfigWatch, watch_controller_config};
 pub use drain::{DrainError, DrainOptions, DrainReport, Drainer};
 pub use events::{EventReason, NodeEvent};
 pub use kube_impl::KubeCluster;
 pub use mcn::{ConditionType, McnWriter};
-pub use watch::{NodeWatch, watch_node};
+pub use watch::{NodeWatch, WatchHealth, watch_node, watch_node_with};
 
 /// Errors a caller branches on; everything else is an `anyhow::Error` with context.
 #[derive(Debug, thiserror::Error)]

@@ -304,7 +304,7 @@ where
             journal.as_ref().map(|j| &j.progress),
             forcefile,
         );
-        tracing::debug!(?decision, "decided");
+        tracing::debug!("decided: {decision:?}");
         match decision {
             Decision::Wait { why } => {
                 if self.last_wait.as_deref() != Some(why.as_str()) {
@@ -489,7 +489,7 @@ where
         if forced {
             self.env.remove_forcefile()?;
         }
-        tracing::info!(from = %from, to = %to, actions = ?plan.actions, drain = plan.drain, reboot = plan.reboot, "starting an update");
+        tracing::info!(from = %from, to = %to, actions = %plan.actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), drain = plan.drain, reboot = plan.reboot, "starting an update");
         for line in &plan.explanations {
             tracing::info!("plan: {line}");
         }

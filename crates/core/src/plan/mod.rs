@@ -10,6 +10,7 @@ pub mod kargs;
 pub mod reconcile;
 pub mod registries;
 mod render;
+pub mod ssh;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,7 @@ pub use actions::{Action, ClusterPolicy, PolicySource};
 pub use diff::Changes;
 pub use kargs::KernelArgsChange;
 pub use reconcile::Unreconcilable;
+pub use ssh::{SshKey, SshKeysChange};
 
 /// A `{from, to}` change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,8 @@ pub struct Plan {
     pub files: Changes,
     pub units: Changes,
     pub ssh_keys: bool,
+    /// core's SSH keys added and removed (by fingerprint), and how many remain.
+    pub ssh_key_changes: SshKeysChange,
     pub password: bool,
     /// Post-config actions in execution order (empty when unreconcilable).
     pub actions: Vec<Action>,
@@ -176,6 +180,14 @@ pub fn plan_with(
     let files = diff::files(old_ign, new_ign);
     let units = diff::units(old_ign, new_ign);
     let ssh_keys = diff::ssh_keys(old_ign, new_ign);
+    let ssh_key_changes = ssh::diff(old_ign, new_ign);
+    if ssh_keys && ssh_key_changes.locks_out() {
+        let removed: Vec<String> = ssh_key_changes.remove.iter().map(SshKey::label).collect();
+        warnings.push(format!(
+            "core's SSH keys: this update removes every key ({}) and leaves none: nobody can log in as core with an SSH key afterwards",
+            removed.join(", ")
+        ));
+    }
     let password = diff::password(old_ign, new_ign);
 
     let mut os_reasons = Vec::new();
@@ -265,6 +277,7 @@ pub fn plan_with(
         files,
         units,
         ssh_keys,
+        ssh_key_changes,
         password,
         actions: policy_actions.iter().map(actions::to_action).collect(),
         reboot: policy_actions == [PolicyAction::Reboot],
