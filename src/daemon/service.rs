@@ -115,7 +115,14 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     );
 
     let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));
-    let controller_config = watch_controller_config(client.clone());
+    let controller_config = watch_controller_config(
+        client.clone(),
+        &opts.node_name,
+        Some(WatchHealth {
+            metrics: metrics.clone(),
+            endpoint: endpoint.clone(),
+        }),
+    );
     let mut nodes = watch_node_with(
         client,
         &opts.node_name,

@@ -48,7 +48,7 @@ pub struct ClusterSide<C> {
     pub drain_mode: DrainMode,
     pub drain_options: DrainOptions,
     /// The latest `ControllerConfig/machine-config-controller` (see [`super::certsync`]).
-    pub controller_config: Option<watch::Receiver<Option<serde_json::Value>>>,
+    pub controller_config: Option<watch::Receiver<Option<kube::api::DynamicObject>>>,
 }
 
 impl<C: Cluster + 'static> ClusterSide<C> {
@@ -73,7 +73,7 @@ impl<C: Cluster + 'static> ClusterSide<C> {
     /// Sync the node with the cluster's ControllerConfig from this watch.
     pub fn with_controller_config(
         mut self,
-        updates: watch::Receiver<Option<serde_json::Value>>,
+        updates: watch::Receiver<Option<kube::api::DynamicObject>>,
     ) -> Self {
         self.controller_config = Some(updates);
         self
