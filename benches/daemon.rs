@@ -17,8 +17,7 @@ mod e2e;
 
 use std::time::{Duration, Instant};
 
-use e2e::{Lab, ignition, mc, pod};
-use serde_json::json;
+use e2e::{Lab, ignition, mc};
 use testbed::LayerSpec;
 
 const KEYS: [&str; 2] = [
@@ -366,23 +365,11 @@ async fn sigterm_during_blocked_drain() {
         &[],
         ignition(&[("/etc/agent.conf", "on\n")], &[]),
     ));
-    lab.sim
-        .put_object(pod("shop", "db-0", e2e::NODE, Some(("StatefulSet", "db")), json!({"app": "db"})))
-        .unwrap();
-    lab.sim
-        .put_object(json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": "db-pdb", "namespace": "shop"},
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
-        }))
-        .unwrap();
+    e2e::guarded_pod(&lab);
     lab.start();
     lab.wait_settled().await;
     lab.set_desired("rendered-2", None);
-    lab.wait_for("the drain to be blocked", Duration::from_secs(60), |lab| {
-        lab.event_messages("Drain").iter().any(|m| m.contains("db-pdb"))
-    })
-    .await;
+    e2e::wait_blocked(&mut lab).await;
     let (code, took) = lab.stop_timed().unwrap();
     assert_eq!(code, Some(0), "a clean stop\n{}", lab.logs());
     println!(

@@ -57,8 +57,9 @@ fn pool_of(node: &k8s_openapi::api::core::v1::Node) -> String {
 
 pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let (_bound, _metrics_task) =
+    let (bound, _metrics_task) =
         crate::metrics::serve(metrics.clone(), opts.metrics_listen).await?;
+    tracing::info!(listen = %bound, "serving /metrics and /healthz");
     let root = Arc::new(Root::open(&opts.root)?);
     let client = connect(&credentials(&opts)).await?;
     let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));

@@ -42,6 +42,8 @@ pub struct Lab {
     pub boots: usize,
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// `--drain-timeout` of the daemon (60s unless a test changes it).
+    pub drain_timeout: String,
     /// `ConfigDriftMonitorStarted` events when the daemon was last started.
     monitors_at_start: usize,
 }
@@ -77,6 +79,31 @@ pub fn ignition(files: &[(&str, &str)], keys: &[&str]) -> Value {
     cfg
 }
 
+/// The encapsulated MachineConfig the machine-config-server serves for a first boot: the rendered config
+/// with `spec.config` emptied to a bare Ignition version (`appendEncapsulated`, MCO `pkg/server/server.go`);
+/// `osImageURL`, `kernelArguments`, `extensions`, `kernelType` and `fips` stay.
+pub fn encapsulated(rendered: &Value) -> Value {
+    let mut mc = rendered.clone();
+    mc["spec"]["config"] = json!({"ignition": {"version": "3.4.0"}});
+    mc
+}
+
+/// `/etc/machine-config-daemon/node-annotations.json` as the machine-config-server writes it
+/// (`getNodeAnnotation`, MCO `pkg/server/server.go`).
+pub fn node_annotations_file(config: &str, image: Option<&str>) -> Value {
+    let mut a = json!({
+        format!("{P}currentConfig"): config,
+        format!("{P}desiredConfig"): config,
+        format!("{P}firstPivotConfig"): config,
+        format!("{P}state"): "Done",
+    });
+    if let Some(i) = image {
+        a[format!("{P}currentImage")] = i.into();
+        a[format!("{P}desiredImage")] = i.into();
+    }
+    a
+}
+
 /// A pod on `node` (Running and Ready, 1 s grace period). `owner` is `(kind, name)` of its controller.
 pub fn pod(ns: &str, name: &str, node: &str, owner: Option<(&str, &str)>, labels: Value) -> Value {
     let mut p = json!({
@@ -92,6 +119,51 @@ pub fn pod(ns: &str, name: &str, node: &str, owner: Option<(&str, &str)>, labels
             "uid": format!("uid-{owner}"), "controller": true}]);
     }
     p
+}
+
+/// A pod on the node guarded by a budget that allows no disruption.
+pub fn guarded_pod(lab: &Lab) {
+    lab.sim
+        .put_object(pod(
+            "shop",
+            "db-0",
+            "node1",
+            Some(("StatefulSet", "db")),
+            json!({"app": "db"}),
+        ))
+        .unwrap();
+    lab.sim
+        .put_object(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db-pdb", "namespace": "shop"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+        }))
+        .unwrap();
+}
+
+pub fn relax_budget(lab: &Lab) {
+    lab.sim
+        .merge_patch_object(
+            "policy/v1",
+            "PodDisruptionBudget",
+            Some("shop"),
+            "db-pdb",
+            &json!({"spec": {"minAvailable": 0}}),
+        )
+        .unwrap();
+}
+
+pub async fn wait_blocked(lab: &mut Lab) {
+    lab.wait_for(
+        "the drain to report the blocking PDB",
+        Duration::from_secs(30),
+        |lab| {
+            lab.event_messages("Drain")
+                .iter()
+                .any(|m| m.contains("shop/db-0") && m.contains("db-pdb"))
+        },
+    )
+    .await;
 }
 
 /// A mirror (static) pod, as the kubelet creates for a manifest in /etc/kubernetes/manifests.
@@ -213,6 +285,7 @@ impl Lab {
             boots: 0,
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            drain_timeout: "60s".into(),
             monitors_at_start: 0,
         };
         // Install: the first config applied with the CLI, as an installer would, then "booted".
@@ -408,6 +481,27 @@ impl Lab {
             format!("boot-{}-{}\n", self.boots, std::process::id()),
         )
         .unwrap();
+        // A new previous boot: whatever its ostree-finalize-staged logged is no longer the last one.
+        let _ = std::fs::remove_file(self.finalize_log());
+    }
+
+    /// What `journalctl -b -1 -u ostree-finalize-staged.service` shows in this simulated boot.
+    fn finalize_log(&self) -> PathBuf {
+        self.work.path().join("boot_id.finalize-log")
+    }
+
+    /// The previous boot's `ostree-finalize-staged.service` failed and logged `log` (the daemon reads
+    /// it as `journalctl -b -1 -o cat -u ostree-finalize-staged.service` would print it).
+    pub fn finalize_failed_in_previous_boot(&self, log: &str) {
+        std::fs::write(self.finalize_log(), log).unwrap();
+    }
+
+    /// The node's kernel runs in FIPS mode (`/proc/sys/crypto/fips_enabled` of the simulated node).
+    pub fn set_fips(&self, on: bool) {
+        self.write_file(
+            "proc/sys/crypto/fips_enabled",
+            if on { "1\n" } else { "0\n" },
+        );
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -423,9 +517,7 @@ impl Lab {
         self.runs += 1;
         self.monitors_at_start = self.event_messages("ConfigDriftMonitorStarted").len();
         let log = std::fs::File::create(self.log_path()).unwrap();
-        // E2E_DAEMON_BIN runs another build of the daemon (e.g. a copy on tmpfs, for memory figures).
-        let bin = std::env::var("E2E_DAEMON_BIN").unwrap_or_else(|_| BIN.to_string());
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(daemon_bin());
         cmd.args([
             "start",
             "--node-name",
@@ -433,7 +525,7 @@ impl Lab {
             "--metrics-listen",
             "127.0.0.1:0",
             "--drain-timeout",
-            "60s",
+            &self.drain_timeout,
         ])
         .arg("--kubeconfig")
         .arg(self.kubeconfig());
@@ -538,6 +630,23 @@ impl Lab {
         out
     }
 
+    /// `GET /healthz` of the running daemon (its listen address is in its log): the body, or `None`
+    /// before it serves.
+    pub fn healthz(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let log = strip_ansi(&std::fs::read_to_string(self.log_path()).ok()?);
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /metrics and /healthz"))?;
+        let addr = line.split("listen=").nth(1)?.split_whitespace().next()?;
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split("\r\n\r\n").nth(1).map(str::to_string)
+    }
+
     /// Everything an admin would look at, for failure messages.
     pub fn describe(&self) -> String {
         format!(
@@ -637,24 +746,81 @@ impl Lab {
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address());
     }
 
-    /// A freshly installed node about to boot for the first time: the base image booted, no on-disk
-    /// config yet, and `target` (also put in the cluster) left by Ignition as the encapsulated config.
+    /// A freshly installed node about to boot for the first time, as the cluster delivers it: the base
+    /// image booted, no on-disk config, the full rendered `target` in the cluster, its files, units and
+    /// users written by Ignition, the machine-config-server's stripped encapsulated config and
+    /// `node-annotations.json`, and a Node object as the kubelet registers it (no MCO annotations).
     pub fn prepare_first_boot(&self, target: &Value) {
+        self.prepare_first_boot_served(target, &encapsulated(target));
+    }
+
+    /// [`Self::prepare_first_boot`] with `served` as the encapsulated config (an older server served the
+    /// full rendered config).
+    pub fn prepare_first_boot_served(&self, target: &Value, served: &Value) {
         for f in ["currentconfig", "currentimage"] {
             let _ = std::fs::remove_file(self.path(&format!("etc/machine-config-daemon/{f}")));
         }
         self.put_mc(target);
+        self.ignite(target);
         self.write_file(
             "etc/ignition-machine-config-encapsulated.json",
-            &serde_json::to_string(target).unwrap(),
+            &serde_json::to_string(served).unwrap(),
         );
+        let name = target["metadata"]["name"].as_str().unwrap();
+        self.write_file(
+            "etc/machine-config-daemon/node-annotations.json",
+            &serde_json::to_string(&node_annotations_file(name, None)).unwrap(),
+        );
+        let keys = [
+            "currentConfig",
+            "desiredConfig",
+            "state",
+            "reason",
+            "currentImage",
+            "desiredImage",
+        ];
+        let registered: Vec<(&str, Option<&str>)> = keys.iter().map(|k| (*k, None)).collect();
+        self.annotate(&registered);
+    }
+
+    /// Ignition's part of a first boot: `config`'s files, units and users written into the node root
+    /// (by the daemon's own writer, from an empty config: there is no Ignition in this harness).
+    pub fn ignite(&self, config: &Value) {
+        use machine_config_daemon::config::MachineConfig;
+        let root = machine_config_daemon::host::Root::open(self.node.path()).unwrap();
+        let empty = MachineConfig::empty();
+        let mut host_only = config.clone();
+        for os in [
+            "osImageURL",
+            "kernelArguments",
+            "kernelType",
+            "extensions",
+            "fips",
+        ] {
+            if let Some(spec) = host_only["spec"].as_object_mut() {
+                spec.remove(os);
+            }
+        }
+        let target = MachineConfig::from_value(host_only).unwrap();
+        let plan = machine_config_daemon::plan::plan(&empty, &target, None, &Default::default());
+        machine_config_daemon::host::apply(
+            &root,
+            &empty,
+            &target,
+            &plan,
+            machine_config_daemon::host::ApplyOptions {
+                dry_run: false,
+                write_odc: false,
+            },
+        )
+        .unwrap();
     }
 
     /// Run `firstboot-complete-machineconfig` as its unit does, with no API server, optionally with a
     /// crash point armed. `true` when it finished, `false` when the crash point killed it; panics if it
     /// failed any other way.
     pub fn run_firstboot(&self, failpoint: Option<&str>) -> bool {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(daemon_bin());
         cmd.arg("firstboot-complete-machineconfig");
         self.on_this_node(&mut cmd);
         cmd.env_remove("KUBECONFIG").env_remove("FAILPOINTS");
@@ -720,8 +886,16 @@ impl Lab {
                 continue;
             }
             // Done is written last (after the uncordon); a restart after the journal is gone settles.
+            // A first boot starts out Done at its config (node-annotations.json says so): it has
+            // converged once its bootstrap recorded the config.
             if self.annotation("state").as_deref() == Some("Done")
                 && self.annotation("currentConfig").as_deref() == Some(config)
+                && !self
+                    .path("etc/machine-config-daemon/update-in-progress.json")
+                    .exists()
+                && !self
+                    .path("etc/machine-config-daemon/node-annotations.json")
+                    .exists()
             {
                 return fired;
             }
@@ -847,4 +1021,28 @@ impl Lab {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// `text` without terminal colour sequences (`ESC [ … m`), as the daemon's log has them.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The daemon binary the lab runs: `E2E_DAEMON_BIN` runs another build (a copy on tmpfs for memory
+/// figures, or an older build to show a test fails there).
+pub fn daemon_bin() -> String {
+    std::env::var("E2E_DAEMON_BIN").unwrap_or_else(|_| BIN.to_string())
 }
