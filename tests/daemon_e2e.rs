@@ -28,7 +28,7 @@ fn assert_done(lab: &Lab, config: &str) {
     assert_eq!(lab.annotation("reason").as_deref(), Some(""));
     assert!(!lab.unschedulable(), "left cordoned\n{}", lab.describe());
     let updated = lab.mcn_condition("Updated").expect("MCN Updated condition");
-    assert_eq!(updated.status, "True", "{updated:?}");
+    assert_eq!(updated.status, "True", "{updated:?}\n{}", lab.describe());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -356,3 +356,39 @@ async fn a_ca_bundle_change_without_the_coreos_unit_uses_the_hosts_tool_or_says_
     );
     lab.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reboot_that_never_happens_is_reported_and_asked_for_again() {
+    let mut lab = Lab::at_base("rendered-1", &[("/etc/agent.conf", "off")], &[]).await;
+    lab.extra_env
+        .push(("MCD_TEST_ONLY_REBOOT_GRACE_SECS".into(), "3".into()));
+    lab.put_mc(&mc(
+        "rendered-2",
+        Some(&lab.image("base")),
+        &[],
+        ignition(&[("/etc/agent.conf", "on")], &[]),
+    ));
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    lab.wait_reboot_request(1).await;
+    // The reboot unit was queued, but the node never goes down (a failed or inhibited reboot).
+    lab.wait_for(
+        "Degraded naming the reboot that did not happen",
+        Duration::from_secs(60),
+        |lab| {
+            lab.annotation("state").as_deref() == Some("Degraded")
+                && lab
+                    .annotation("reason")
+                    .is_some_and(|r| r.contains("has not happened") && r.contains("machine-config-daemon-reboot"))
+        },
+    )
+    .await;
+    lab.wait_reboot_request(2).await;
+    // Now it happens: one boot, Done.
+    lab.reboot();
+    lab.wait_updated("rendered-2").await;
+    assert_done(&lab, "rendered-2");
+    assert_eq!(lab.boots, 2, "install + the one reboot");
+    lab.stop();
+}

@@ -79,6 +79,8 @@ pub struct Daemon<C, O, S> {
     pub stop: watch::Receiver<bool>,
     pub backoff: Backoff,
     pub drift_debounce: Duration,
+    /// How long a requested reboot may take before the daemon reports it and asks again.
+    pub reboot_grace: Duration,
     /// The target last verified as on disk and booted; skip re-verifying it until drift says otherwise.
     pub(super) verified: Option<Target>,
     pub(super) drift: Option<(DriftMonitor, mpsc::Receiver<DriftReport>)>,
@@ -153,6 +155,7 @@ where
             stop,
             backoff: Backoff::default(),
             drift_debounce: Duration::from_secs(1),
+            reboot_grace: super::update::REBOOT_GRACE,
             verified: None,
             drift: None,
             drift_config: None,
@@ -231,7 +234,19 @@ where
             }
             self.metrics.beat();
             if reboot_pending {
-                continue;
+                if !matches!(wake, Wake::Retry) {
+                    continue;
+                }
+                // The reboot asked for `reboot_grace` ago has not happened (a failed or blocked reboot
+                // unit): say so, and let the update in flight ask again instead of waiting forever.
+                let reason = format!(
+                    "the reboot requested {} s ago has not happened; see `journalctl -u {}`; asking again",
+                    self.reboot_grace.as_secs(),
+                    crate::systemd::REBOOT_UNIT
+                );
+                tracing::error!("{reason}");
+                self.degrade(&reason).await;
+                reboot_pending = false;
             }
             tracing::debug!(retry = matches!(wake, Wake::Retry), "syncing");
             if !ready {
@@ -271,7 +286,10 @@ where
                     delay = self.backoff.initial;
                     self.metrics.set_sync_problem(None);
                     match outcome {
-                        Synced::RebootRequested => reboot_pending = true,
+                        Synced::RebootRequested => {
+                            reboot_pending = true;
+                            retry_at = Some(Instant::now() + self.reboot_grace);
+                        }
                         Synced::Interrupted => break,
                         Synced::Again => retry_at = Some(Instant::now()),
                         _ => {}
@@ -669,7 +687,8 @@ where
                 node.as_ref(),
             )
             .await?;
-        if wrote.is_some() || std::mem::take(&mut self.bootstrapped) {
+        let bootstrapped = std::mem::take(&mut self.bootstrapped);
+        if wrote.is_some() || bootstrapped {
             tracing::info!(config = %current.config, "node is at its config: Done");
             self.side
                 .conditions(&[
@@ -682,7 +701,10 @@ where
                     ),
                 ])
                 .await;
-            // As the MCD's updateConfigAndState when the node is in its desired config.
+        }
+        if bootstrapped {
+            // The end of a new node's bootstrap, as the MCD's updateConfigAndState reports it (written
+            // last, as at the end of an update).
             self.side
                 .event(NodeEvent::normal(
                     EventReason::NodeDone,

@@ -126,7 +126,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let updates = nodes.updates.clone();
-    let daemon = Daemon::new(
+    let mut daemon = Daemon::new(
         opts.node_name.clone(),
         root,
         os,
@@ -136,6 +136,15 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         side,
         stop_rx,
     );
+    if opts.test_only_simulated_boot.is_some() {
+        // Test only: the e2e harness plays reboots that do not happen in seconds, not minutes.
+        if let Some(secs) = std::env::var("MCD_TEST_ONLY_REBOOT_GRACE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            daemon.reboot_grace = Duration::from_secs(secs);
+        }
+    }
     tracing::info!(node = %opts.node_name, root = %opts.root.display(), sysroot = %opts.sysroot.display(), "machine-config-daemon started");
     let result = daemon.run(updates).await;
     drop(nodes);
