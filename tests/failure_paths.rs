@@ -378,9 +378,9 @@ async fn a_reboot_that_never_happens_is_reported_and_asked_for_again() {
         Duration::from_secs(60),
         |lab| {
             lab.annotation("state").as_deref() == Some("Degraded")
-                && lab
-                    .annotation("reason")
-                    .is_some_and(|r| r.contains("has not happened") && r.contains("machine-config-daemon-reboot"))
+                && lab.annotation("reason").is_some_and(|r| {
+                    r.contains("has not happened") && r.contains("machine-config-daemon-reboot")
+                })
         },
     )
     .await;
