@@ -446,7 +446,10 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
     let entries = disk.boot_entries()?;
     let deployment = disk.deployment_of(bls::select(&entries, EntrySelection::Default)?)?;
     let etc = format!("/ostree/deploy/debian/deploy/{deployment}/etc");
-    disk.write_file(&format!("{etc}{FILE}"), conf.as_bytes(), 0o644)?;
+    let file_in_etc = FILE
+        .strip_prefix("/etc")
+        .context("the file is under /etc")?;
+    disk.write_file(&format!("{etc}{file_in_etc}"), conf.as_bytes(), 0o644)?;
     disk.write_file(
         &format!("{etc}/ignition-machine-config-encapsulated.json"),
         serde_json::to_string_pretty(&encapsulated)?.as_bytes(),
