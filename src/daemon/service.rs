@@ -82,7 +82,6 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (bound, _metrics_task) =
         crate::metrics::serve(metrics.clone(), opts.metrics_listen).await?;
-    tracing::info!(listen = %bound, "serving /metrics and /healthz");
     let root = Arc::new(Root::open(&opts.root)?);
     let credentials = credentials(&opts)?;
     let (client, endpoint) = connect_to(&credentials).await?;
@@ -104,7 +103,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     // One line that says what this daemon is and what it works on.
     tracing::info!(
         node = %opts.node_name,
-        "machine-config-daemon {} starting: node {}, API server {} (as {}), root {}, sysroot {}, backend {}, drain mode {}",
+        "machine-config-daemon {} starting: node {}, API server {} (as {}), root {}, sysroot {}, backend {}, drain mode {}, /metrics and /healthz on {}",
         env!("CARGO_PKG_VERSION"),
         opts.node_name,
         endpoint.url,
@@ -113,6 +112,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         opts.sysroot.display(),
         crate::os::OsBackend::name(&os),
         drain_mode_name(opts.drain_mode),
+        bound,
     );
 
     let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));
