@@ -37,8 +37,10 @@ impl Fixture {
         let bus = PrivateBus::start()?;
         let node = NodeRoot::new()?;
         let mut st = RpmOstreedState::default();
-        st.images.insert(V1.into(), FakeImage::rhcos(&digest('1'), "416.94.1"));
-        st.images.insert(V2.into(), FakeImage::rhcos(&digest('2'), "416.94.2"));
+        st.images
+            .insert(V1.into(), FakeImage::rhcos(&digest('1'), "416.94.1"));
+        st.images
+            .insert(V2.into(), FakeImage::rhcos(&digest('2'), "416.94.2"));
         st.node_root = Some(node.path().to_path_buf());
         st.deployments
             .push(FakeDeployment::booted(V1, &st.images[V1], kargs));
@@ -46,6 +48,7 @@ impl Fixture {
         let service = FakeRpmOstreed::start(bus.address(), st).await?;
         let backend = RpmOstreeBackend::connect(bus.address())
             .await?
+            .with_node_root(node.path())
             .with_busy_retry(BusyRetry {
                 interval: Duration::from_millis(50),
                 max_wait: Duration::from_secs(5),
@@ -64,6 +67,35 @@ impl Fixture {
 
     fn methods(&self) -> Vec<String> {
         self.service.state().methods()
+    }
+}
+
+/// An extensions container in a local registry, trusted by the node.
+struct Extensions {
+    _lab: testbed::ImageLab,
+    _registry: testbed::Registry,
+    image: String,
+}
+
+impl Extensions {
+    async fn start(node: &NodeRoot, packages: &[&str], with_metadata: bool) -> Result<Self> {
+        let lab = testbed::ImageLab::new()?;
+        let built = lab.build_plain(
+            "extensions",
+            &[testbed::rpm_ostreed::repos::extensions_layer(
+                packages,
+                with_metadata,
+            )],
+        )?;
+        let registry = testbed::Registry::start()?;
+        registry.push(&lab, "extensions", "rhel-coreos-extensions")?;
+        node.trust_insecure_registry(&registry)?;
+        let image = registry.image_by_digest("rhel-coreos-extensions", &built.manifest_digest);
+        Ok(Self {
+            _lab: lab,
+            _registry: registry,
+            image,
+        })
     }
 }
 
@@ -162,12 +194,26 @@ async fn mismatch_2_prefetch_after_staging_the_same_image() -> Result<()> {
 #[tokio::test]
 async fn mismatch_3_extensions_need_the_extensions_repo() -> Result<()> {
     let fx = Fixture::booted_v1(&["rw"]).await?;
+    let ext = Extensions::start(&fx.node, &["usbguard"], true).await?;
     let change = OsChange {
         extensions: Some(s(&["usbguard"])),
+        extensions_image: Some(ext.image.clone()),
         ..Default::default()
     };
     let outcome = fx.backend.stage(&change).await?;
     assert_eq!(outcome.deployment().requested_packages, ["usbguard"]);
+    // The repo is only there while rpm-ostree needs it.
+    assert!(
+        !fx.node
+            .path()
+            .join("etc/yum.repos.d/coreos-extensions.repo")
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_dir(fx.node.path().join("run/mco-extensions"))?.count(),
+        0,
+        "the extracted image is removed"
+    );
     Ok(())
 }
 
@@ -181,10 +227,14 @@ async fn mismatch_4_package_changes_keep_the_base_image() -> Result<()> {
                 .insert(TAG.into(), FakeImage::rhcos(&digest('1'), "416.94.1"));
             let mut d = FakeDeployment::booted(TAG, &st.images[TAG], &["rw"]);
             // Booted with the realtime kernel layered (no repo needed to drop it again).
-            d.requested_packages = ["kernel-rt-core", "kernel-rt-modules", "kernel-rt-modules-extra"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            d.requested_packages = [
+                "kernel-rt-core",
+                "kernel-rt-modules",
+                "kernel-rt-modules-extra",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             d.requested_base_removals = testbed::rpm_ostreed::BASE_KERNEL_PACKAGES
                 .iter()
                 .map(|s| s.to_string())

@@ -83,6 +83,7 @@ mod tests {
             version: None,
             kernel_arguments: kargs.iter().map(|s| s.to_string()).collect(),
             requested_packages: vec![],
+            requested_base_removals: vec![],
         }
     }
 

@@ -180,6 +180,7 @@ mod tests {
             version: Some(version.into()),
             kernel_arguments: vec!["rw".into(), "quiet".into()],
             requested_packages: vec![],
+            requested_base_removals: vec![],
         }
     }
 

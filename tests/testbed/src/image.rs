@@ -310,7 +310,7 @@ impl ImageLab {
     #[context("Building plain image {tag}")]
     pub fn build_plain(&self, tag: &str, layers: &[LayerSpec]) -> Result<BuiltImage> {
         let dir = Dir::open_ambient_dir(&self.oci_path, ambient_authority())?;
-        let oci = ocidir::OciDir::open(&dir)?;
+        let oci = ocidir::OciDir::ensure(&dir)?;
         let mut manifest = ocidir::new_empty_manifest().build()?;
         let mut config = ImageConfiguration::default();
         for spec in layers {

@@ -256,7 +256,9 @@ impl RpmOstreedState {
         }
         let override_remove = modifiers.strv("override-remove-packages");
         let override_reset = modifiers.strv("override-reset-packages");
-        if options.bool("no-overrides", false) && (override_remove.is_some() || override_reset.is_some()) {
+        if options.bool("no-overrides", false)
+            && (override_remove.is_some() || override_reset.is_some())
+        {
             return Err("Can't specify no-overrides if setting override modifiers".into());
         }
         if options.bool("apply-live", false) && options.bool("reboot", false) {
@@ -278,7 +280,9 @@ impl RpmOstreedState {
             // rpm-ostree: change_origin_refspec.
             let r = r.strip_prefix("ostree://").unwrap_or(r);
             if !is_container_refspec(r) {
-                return Err(format!("the double only rebases to container images, not {r}"));
+                return Err(format!(
+                    "the double only rebases to container images, not {r}"
+                ));
             }
             if new.refspec == r {
                 return Err(format!("Old and new refs are equal: {r}"));
@@ -296,7 +300,9 @@ impl RpmOstreedState {
                 if new.requested_packages.remove(p) {
                     changed = true;
                 } else if !idempotent {
-                    return Err(format!("Package/capability '{p}' is not currently requested"));
+                    return Err(format!(
+                        "Package/capability '{p}' is not currently requested"
+                    ));
                 }
             }
         }
@@ -375,7 +381,14 @@ impl RpmOstreedState {
 
         // Container base, nothing changed and no rebase: "No change." and no new deployment.
         if !changed && refspec.is_none() {
-            messages.push(if !no_pull_base { "No upgrade available." } else { "No change." }.into());
+            messages.push(
+                if !no_pull_base {
+                    "No upgrade available."
+                } else {
+                    "No change."
+                }
+                .into(),
+            );
             return Ok(messages);
         }
         if options.bool("dry-run", false) {
@@ -383,7 +396,14 @@ impl RpmOstreedState {
         }
         if download_only {
             self.downloaded.push(new.refspec.clone());
-            messages.push(if changed { "Update downloaded." } else { "No changes." }.into());
+            messages.push(
+                if changed {
+                    "Update downloaded."
+                } else {
+                    "No changes."
+                }
+                .into(),
+            );
             return Ok(messages);
         }
         new.image_digest = image.digest.clone();
@@ -521,7 +541,9 @@ impl RpmOstreedState {
             first.finalization_locked = false;
         }
         self.request_reboot();
-        Ok(vec![format!("Finalized deployment; rebooting into {checksum}")])
+        Ok(vec![format!(
+            "Finalized deployment; rebooting into {checksum}"
+        )])
     }
 
     /// rpm-ostree: src/daemon/rpmostreed-daemon.cxx rpmostreed_daemon_reboot → idle_initiate_reboot

@@ -10,14 +10,16 @@ use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
 /// `G_IO_ERROR_FAILED`: what `glnx_throw` raises (most rpm-ostreed errors).
-pub const G_IO_ERROR_FAILED: &str = "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code0";
+pub const G_IO_ERROR_FAILED: &str =
+    "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code0";
 /// `G_IO_ERROR_NOT_FOUND` (rpm-ostree: rpmostreed-sysroot.cxx handle_get_os, unknown OS name).
 pub const G_IO_ERROR_NOT_FOUND: &str =
     "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code1";
 /// `G_IO_ERROR_BUSY`: another transaction is open (rpm-ostree: rpmostreed-sysroot.cxx
 /// rpmostreed_sysroot_prep_for_txn) or the sysroot lock is held (rpmostreed-transaction.cxx
 /// transaction_initable_init, "System transaction in progress").
-pub const G_IO_ERROR_BUSY: &str = "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code26";
+pub const G_IO_ERROR_BUSY: &str =
+    "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code26";
 /// rpm-ostree: src/daemon/rpmostreed-errors.cxx dbus_error_entries, RPM_OSTREED_ERROR_FAILED (raised by
 /// rpmostreed-deployment-utils.cxx rpmostreed_deployment_get_for_index).
 pub const RPMOSTREED_ERROR_FAILED: &str = "org.projectatomic.rpmostreed.Error.Failed";

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use zbus::interface;
 use zbus::message::Header;
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
-use zbus::interface;
 
 use super::deploy::{Dict, Op};
 use super::errors::{DaemonError, G_IO_ERROR_NOT_FOUND, RPMOSTREED_ERROR_FAILED};
@@ -85,7 +85,10 @@ impl SysrootIface {
 impl SysrootIface {
     /// handle_register_client: the caller counts as a client (keeps the daemon from its idle exit).
     fn register_client(&self, options: HashMap<String, OwnedValue>) {
-        let id = Dict::parse(&options).str("id").unwrap_or_default().to_string();
+        let id = Dict::parse(&options)
+            .str("id")
+            .unwrap_or_default()
+            .to_string();
         let mut s = self.inner.state.lock().unwrap();
         s.calls.push(format!("RegisterClient id={id}"));
         s.registered_clients.push(id);
@@ -139,7 +142,11 @@ impl SysrootIface {
     #[zbus(property)]
     fn active_transaction(&self) -> (String, String, String) {
         match self.inner.active.lock().unwrap().as_ref() {
-            Some(t) => (t.method.clone(), t.client.clone(), os_object_path(&t.osname)),
+            Some(t) => (
+                t.method.clone(),
+                t.client.clone(),
+                os_object_path(&t.osname),
+            ),
             None => Default::default(),
         }
     }
@@ -241,7 +248,13 @@ impl OsIface {
             default_allow_downgrade: true,
         };
         self.inner
-            .begin("Rebase", params, Self::sender(&header), "new-deployment".into(), op)
+            .begin(
+                "Rebase",
+                params,
+                Self::sender(&header),
+                "new-deployment".into(),
+                op,
+            )
             .await
     }
 
@@ -395,7 +408,10 @@ impl OsIface {
                 )));
             };
             let id = found.id();
-            s.deployments.iter().position(|d| d.id() == id).expect("found")
+            s.deployments
+                .iter()
+                .position(|d| d.id() == id)
+                .expect("found")
         } else {
             // rpmostreed-deployment-utils.cxx rpmostreed_deployment_get_for_index.
             if !deployid.bytes().all(|b| b.is_ascii_digit()) {

@@ -278,7 +278,9 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner").field("osname", &self.osname).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("osname", &self.osname)
+            .finish_non_exhaustive()
     }
 }
 

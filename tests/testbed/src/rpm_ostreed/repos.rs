@@ -80,7 +80,11 @@ fn collect_rpms(dir: &Path, out: &mut BTreeSet<String>) {
         let p = e.path();
         if p.is_dir() {
             collect_rpms(&p, out);
-        } else if let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(package_name) {
+        } else if let Some(name) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(package_name)
+        {
             out.insert(name.to_string());
         }
     }

@@ -94,8 +94,9 @@ impl Inner {
             // "there can be at most one transaction": one well-known socket path, unlinked first.
             let path = self.dir.path().join("rpm-ostree-transaction.sock");
             let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)
-                .map_err(|e| DaemonError::failed(format!("Failed to bind {}: {e}", path.display())))?;
+            let listener = tokio::net::UnixListener::bind(&path).map_err(|e| {
+                DaemonError::failed(format!("Failed to bind {}: {e}", path.display()))
+            })?;
             let client = sender.clone().unwrap_or_default();
             state.transactions.push(TxnRecord {
                 method: method.to_string(),
@@ -199,7 +200,8 @@ impl Inner {
                         ..
                     } = &op
                     {
-                        let title = super::deploy::deploy_title(refspec.as_deref(), modifiers, options);
+                        let title =
+                            super::deploy::deploy_title(refspec.as_deref(), modifiers, options);
                         *txn.title.lock().unwrap() = title.clone();
                         state.transactions[txn.record].title = title;
                     }
