@@ -559,6 +559,9 @@ where
         if let Some(p) = verify::os_problem(&config, status.booted.as_ref()) {
             problems.push(p);
         }
+        if current.image.is_none() {
+            problems.extend(verify::packages_problem(&config, status.booted.as_ref()));
+        }
         let missing = verify::missing_kargs(&config, &self.env.cmdline(&status)?);
         if !missing.is_empty() {
             problems.push(format!(

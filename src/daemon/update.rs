@@ -330,7 +330,10 @@ where
                     Ok(Prepared::Nothing) => Ok(true),
                     Err(e) => {
                         self.metrics.pivot_errors.inc();
-                        Err(pull_error(e, image.as_deref().unwrap_or("the booted image")))
+                        Err(match image.as_deref() {
+                            Some(image) => pull_error(e, image),
+                            None => e.context("preparing the OS change failed"),
+                        })
                     }
                 }
             }
@@ -610,6 +613,9 @@ where
         let mut boot_problems = Vec::new();
         if let Some(p) = verify::os_problem(target, status.booted.as_ref()) {
             boot_problems.push(p);
+        }
+        if j.progress.target.image.is_none() {
+            boot_problems.extend(verify::packages_problem(target, status.booted.as_ref()));
         }
         let missing = verify::missing_kargs(target, &self.env.cmdline(&status)?);
         if !missing.is_empty() {

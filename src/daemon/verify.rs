@@ -33,6 +33,28 @@ pub fn os_problem(config: &MachineConfig, booted: Option<&Deployment>) -> Option
     }
 }
 
+/// Packages the config's kernel type and extensions need that the booted deployment does not layer
+/// (the MCD's verifyExtensionPackages after the reboot). Not for an on-cluster-layering image, which has
+/// them built in.
+pub fn packages_problem(config: &MachineConfig, booted: Option<&Deployment>) -> Option<String> {
+    let wanted = crate::os::rpm_ostree::expected_packages(config.kernel_type, &config.extensions);
+    let booted = booted?;
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|p| !booted.requested_packages.contains(p))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the booted deployment {} does not have the packages of kernel type {} and extensions [{}]: missing {}",
+            booted.id(),
+            config.kernel_type,
+            config.extensions.join(", "),
+            missing.join(" ")
+        )
+    })
+}
+
 /// The config's kernel arguments missing from the running command line.
 pub fn missing_kargs(config: &MachineConfig, cmdline: &[String]) -> Vec<String> {
     let mut available: Vec<Option<&String>> = cmdline.iter().map(Some).collect();

@@ -32,6 +32,7 @@ use dbus::{Dict, Options, OsProxy, SysrootProxy, get_bool, get_i32, get_str, get
 pub use extensions::{
     CONTENT_BASE_DIR as EXTENSIONS_CONTENT_DIR, REPO_FILE as EXTENSIONS_REPO_FILE,
 };
+pub use packages::expected_packages;
 use packages::{Layering, Modifiers};
 pub use transaction::BusyRetry;
 use transaction::Ran;
@@ -312,9 +313,9 @@ impl RpmOstreeBackend {
                 // Nothing half-staged: whatever is pending now came from the steps above.
                 if let Err(c) = self.cleanup_pending(&os).await {
                     tracing::warn!(error = %format!("{c:#}"), "could not remove the partly staged deployment");
-                    return Err(e.context(format!(
-                        "and removing the partly staged deployment failed too: {c:#}"
-                    )));
+                    return Err(anyhow!(
+                        "{e:#}; removing the partly staged deployment failed too: {c:#}"
+                    ));
                 }
                 Err(e)
             }

@@ -56,6 +56,21 @@ fn mco_extension_packages() -> BTreeSet<&'static str> {
         .collect()
 }
 
+/// The packages a config's kernel type and extensions layer on RHCOS (what the MCD checks after the
+/// reboot, pkg/daemon/update.go verifyExtensionPackages; unknown extensions are the plan's business).
+pub fn expected_packages(kernel_type: KernelType, extensions: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = kernel_packages(kernel_type)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for e in extensions {
+        if let Some(pkgs) = crate::config::extensions::packages(e) {
+            out.extend(pkgs.iter().map(|s| s.to_string()));
+        }
+    }
+    out
+}
+
 /// The layered packages and base removals the next deployment should have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layering {

@@ -139,6 +139,20 @@ impl FakeDeployment {
         }
     }
 
+    /// With `packages` layered and `removals` overridden (as `rpm-ostree install` / `override remove`
+    /// leave it): a layered commit on top of the image's.
+    pub fn layered(mut self, packages: &[String], removals: &[String]) -> Self {
+        self.requested_packages = packages.iter().cloned().collect();
+        self.requested_base_removals = removals.iter().cloned().collect();
+        self.layered_packages = packages
+            .iter()
+            .filter(|p| !self.base_packages.contains(p))
+            .cloned()
+            .collect();
+        self.checksum = self.layered_checksum();
+        self
+    }
+
     /// rpm-ostree: rust/src/deployment_utils.rs deployment_generate_id_impl, `osname-checksum.serial`.
     pub fn id(&self) -> String {
         format!("{}-{}.{}", self.osname, self.checksum, self.serial)
@@ -274,6 +288,8 @@ pub(crate) struct Inner {
     pub(crate) osname: String,
     /// The bus connection while the double is "running".
     pub(crate) bus: Mutex<Option<zbus::Connection>>,
+    /// Bumped by a crash: work in flight from before it never completes.
+    pub(crate) generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -317,6 +333,7 @@ impl FakeRpmOstreed {
                 .tempdir()?,
             osname,
             bus: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         });
         let me = Self {
             inner,
@@ -371,6 +388,9 @@ impl FakeRpmOstreed {
 
     /// rpm-ostreed dies: it leaves the bus and every transaction connection breaks mid-way.
     pub async fn crash(&self) {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let active = self.inner.active.lock().unwrap().clone();
         if let Some(t) = active {
             self.inner.force_close(&t).await;

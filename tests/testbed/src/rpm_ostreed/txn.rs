@@ -183,9 +183,14 @@ impl Inner {
         let Some(op) = txn.op.lock().unwrap().take() else {
             return;
         };
+        let generation = self.generation.load(Ordering::SeqCst);
         let title = txn.title.lock().unwrap().clone();
         emit_all(&txn, "TaskBegin", &(title,)).await;
         tokio::time::sleep(self.delay_for(&txn.method)).await;
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // The daemon died meanwhile: the work never happened.
+            return;
+        }
         let result = if txn.cancelled.load(Ordering::SeqCst) {
             Err("Operation was cancelled".to_string())
         } else {
