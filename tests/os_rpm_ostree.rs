@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use machine_config_daemon::os::rpm_ostree::BusyRetry;
+use machine_config_daemon::os::rpm_ostree::{BUSY_ERROR, BusyRetry};
 use machine_config_daemon::os::{
-    KernelArgsChange, KernelType, OsBackend, OsChange, RpmOstreeBackend, StageOutcome,
+    KernelArgsChange, KernelType, OsBackend, OsChange, Prepared, RpmOstreeBackend, StageOutcome,
 };
 use testbed::rpm_ostreed::{FakeDeployment, FakeImage, FakeRpmOstreed, RpmOstreedState};
 use testbed::{NodeRoot, PrivateBus};
@@ -373,5 +373,634 @@ async fn kargs_only_change() -> Result<()> {
         panic!()
     };
     assert_eq!(d.kernel_arguments, ["rw", "quiet"]);
+    Ok(())
+}
+
+// ---- The D-Bus contract: the double's signatures against rpm-ostree's interface XML ----
+
+/// (interface, kind, member, in-signature, out-signature) transcribed from coreos/rpm-ostree
+/// src/daemon/org.projectatomic.rpmostree1.xml; `used` marks what the backend calls or reads.
+const CONTRACT: &[(&str, &str, &str, &str, &str, bool)] = &[
+    ("Sysroot", "method", "RegisterClient", "a{sv}", "", true),
+    ("Sysroot", "method", "UnregisterClient", "a{sv}", "", false),
+    ("Sysroot", "method", "Reload", "", "", false),
+    ("Sysroot", "method", "ReloadConfig", "", "", false),
+    ("Sysroot", "method", "GetOS", "s", "o", false),
+    ("Sysroot", "property", "Booted", "", "o", true),
+    ("Sysroot", "property", "Path", "", "s", false),
+    (
+        "Sysroot",
+        "property",
+        "ActiveTransaction",
+        "",
+        "(sss)",
+        false,
+    ),
+    (
+        "Sysroot",
+        "property",
+        "ActiveTransactionPath",
+        "",
+        "s",
+        true,
+    ),
+    (
+        "Sysroot",
+        "property",
+        "AutomaticUpdatePolicy",
+        "",
+        "s",
+        false,
+    ),
+    ("Sysroot", "property", "Deployments", "", "aa{sv}", true),
+    ("OS", "method", "Rebase", "a{sv}sas", "s", true),
+    ("OS", "method", "UpdateDeployment", "a{sv}a{sv}", "s", true),
+    ("OS", "method", "KernelArgs", "sasasasa{sv}", "s", true),
+    ("OS", "method", "Cleanup", "as", "s", true),
+    ("OS", "method", "FinalizeDeployment", "a{sv}", "s", true),
+    (
+        "OS",
+        "method",
+        "GetDeploymentBootConfig",
+        "sb",
+        "a{sv}",
+        true,
+    ),
+    ("OS", "property", "Name", "", "s", false),
+    ("OS", "property", "BootedDeployment", "", "a{sv}", false),
+    ("OS", "property", "DefaultDeployment", "", "a{sv}", false),
+    ("OS", "property", "RollbackDeployment", "", "a{sv}", false),
+    ("Transaction", "method", "Start", "", "b", true),
+    ("Transaction", "method", "Cancel", "", "", false),
+    ("Transaction", "property", "Title", "", "s", false),
+    (
+        "Transaction",
+        "property",
+        "InitiatingClientDescription",
+        "",
+        "s",
+        false,
+    ),
+    ("Transaction", "signal", "Finished", "", "bs", true),
+    ("Transaction", "signal", "Message", "", "s", true),
+    ("Transaction", "signal", "TaskBegin", "", "s", true),
+    ("Transaction", "signal", "TaskEnd", "", "s", true),
+    ("Transaction", "signal", "PercentProgress", "", "su", true),
+    ("Transaction", "signal", "ProgressEnd", "", "", false),
+    (
+        "Transaction",
+        "signal",
+        "DownloadProgress",
+        "",
+        "(tt)(uu)(uuu)(uuut)(uu)(tt)",
+        false,
+    ),
+    (
+        "Transaction",
+        "signal",
+        "SignatureProgress",
+        "",
+        "avs",
+        false,
+    ),
+];
+
+/// Members of introspection XML: (interface suffix, kind, name) → (in, out) signatures. Signal and
+/// property types count as "out".
+fn parse_introspection(xml: &str) -> HashMap<(String, String, String), (String, String)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!("{name}=\"");
+        let start = tag.find(&key)? + key.len();
+        let end = tag[start..].find('"')? + start;
+        Some(
+            tag[start..end]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        )
+    };
+    let mut out = HashMap::new();
+    let mut iface = String::new();
+    let mut member: Option<(String, String)> = None;
+    let mut sigs = (String::new(), String::new());
+    for raw in xml.split('<').skip(1) {
+        let tag = raw.split('>').next().unwrap_or_default();
+        let name = tag.split_whitespace().next().unwrap_or_default();
+        match name {
+            "interface" => {
+                iface = attr(tag, "name")
+                    .unwrap_or_default()
+                    .trim_start_matches("org.projectatomic.rpmostree1.")
+                    .to_string();
+            }
+            "method" | "signal" => {
+                member = Some((name.to_string(), attr(tag, "name").unwrap_or_default()));
+                sigs = Default::default();
+                if tag.ends_with('/') {
+                    let (k, n) = member.take().unwrap();
+                    out.insert((iface.clone(), k, n), Default::default());
+                }
+            }
+            "arg" => {
+                let ty = attr(tag, "type").unwrap_or_default();
+                let is_in = member.as_ref().is_some_and(|(k, _)| k == "method")
+                    && attr(tag, "direction").as_deref() != Some("out");
+                if is_in {
+                    sigs.0.push_str(&ty);
+                } else {
+                    sigs.1.push_str(&ty);
+                }
+            }
+            "/method" | "/signal" => {
+                if let Some((k, n)) = member.take() {
+                    out.insert((iface.clone(), k, n), std::mem::take(&mut sigs));
+                }
+            }
+            "property" => {
+                out.insert(
+                    (
+                        iface.clone(),
+                        "property".into(),
+                        attr(tag, "name").unwrap_or_default(),
+                    ),
+                    (String::new(), attr(tag, "type").unwrap_or_default()),
+                );
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn introspect(conn: &zbus::Connection, dest: Option<&str>, path: &str) -> Result<String> {
+    let reply = conn
+        .call_method(
+            dest,
+            path,
+            Some("org.freedesktop.DBus.Introspectable"),
+            "Introspect",
+            &(),
+        )
+        .await?;
+    Ok(reply.body().deserialize::<String>()?)
+}
+
+#[tokio::test]
+async fn the_double_speaks_rpm_ostreeds_interface_xml() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    let other = OtherClient::connect(&fx.bus).await?;
+    let bus_name = Some(testbed::rpm_ostreed::BUS_NAME);
+    let mut members = parse_introspection(
+        &introspect(&other.conn, bus_name, testbed::rpm_ostreed::SYSROOT_PATH).await?,
+    );
+    members.extend(parse_introspection(
+        &introspect(&other.conn, bus_name, testbed::rpm_ostreed::OS_PATH).await?,
+    ));
+    let address = other.call("Cleanup", &(vec!["base"],)).await?;
+    let peer = zbus::connection::Builder::address(address.as_str())
+        .p2p()
+        .build()
+        .await?;
+    members.extend(parse_introspection(&introspect(&peer, None, "/").await?));
+    let mut wrong = Vec::new();
+    for (iface, kind, name, ins, outs, _used) in CONTRACT {
+        let key = (iface.to_string(), kind.to_string(), name.to_string());
+        match members.get(&key) {
+            Some((i, o)) if i == ins && o == outs => {}
+            Some((i, o)) => wrong.push(format!(
+                "{iface}.{name}: ({i}) -> ({o}), the XML says ({ins}) -> ({outs})"
+            )),
+            None => wrong.push(format!("{iface}.{name} ({kind}) is missing")),
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert!(
+        CONTRACT.iter().filter(|c| c.5).count() >= 16,
+        "every member the backend uses is in the table"
+    );
+    Ok(())
+}
+
+// ---- rpm-ostreed behaviours the backend relies on, checked on the double ----
+
+fn error_of(e: &zbus::Error) -> (String, String) {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            (name.to_string(), msg.clone().unwrap_or_default())
+        }
+        other => (String::new(), other.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn boot_config_takes_an_index_and_empty_pending_is_the_next_boot() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw", "quiet"]).await?;
+    let other = OtherClient::connect(&fx.bus).await?;
+    let call = |id: &'static str, pending: bool| {
+        let conn = other.conn.clone();
+        async move {
+            conn.call_method(
+                Some(testbed::rpm_ostreed::BUS_NAME),
+                testbed::rpm_ostreed::OS_PATH,
+                Some("org.projectatomic.rpmostree1.OS"),
+                "GetDeploymentBootConfig",
+                &(id, pending),
+            )
+            .await
+            .map(|r| {
+                r.body()
+                    .deserialize::<HashMap<String, zbus::OwnedVariant>>()
+                    .unwrap()
+            })
+        }
+    };
+    let id = fx.service.state().deployments[0].id();
+    let err = call(Box::leak(id.clone().into_boxed_str()), false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_of(&err),
+        (
+            testbed::rpm_ostreed::errors::RPMOSTREED_ERROR_FAILED.to_string(),
+            format!("Invalid deployment index {id}, must be a number and >= 0")
+        )
+    );
+    let err = call("3", false).await.unwrap_err();
+    assert_eq!(
+        error_of(&err).1,
+        "Out of range deployment index 3, expected < 1"
+    );
+    let options = |d: &HashMap<String, zbus::OwnedVariant>| {
+        String::try_from(d["options"].try_clone().unwrap()).unwrap()
+    };
+    let booted = call("0", false).await?;
+    assert!(options(&booted).starts_with("rw quiet ostree=/ostree/boot.1/rhcos/"));
+    assert!(booted.contains_key("title") && booted.contains_key("linux"));
+    // Stage new kernel arguments: ("", true) is the staged deployment, without ostree= and title.
+    fx.backend
+        .stage(&OsChange {
+            kargs: KernelArgsChange {
+                remove: s(&["quiet"]),
+                add: s(&["nosmt"]),
+            },
+            ..Default::default()
+        })
+        .await?;
+    let next = call("", true).await?;
+    assert_eq!(options(&next), "rw nosmt");
+    assert!(!next.contains_key("title"));
+    assert!(
+        options(&call("", false).await?).starts_with("rw quiet ostree="),
+        "merge = booted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn same_refspec_rebase_fails_with_and_without_download_only() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    let other = OtherClient::connect(&fx.bus).await?;
+    let refspec = format!("ostree-unverified-registry:{V1}");
+    for download_only in [false, true] {
+        let address = other
+            .call(
+                "Rebase",
+                &(
+                    opts(&[("download-only", zbus::Variant::from(download_only))]),
+                    refspec.clone(),
+                    Vec::<String>::new(),
+                ),
+            )
+            .await?;
+        let (_peer, started) = OtherClient::start(&address).await?;
+        assert!(started);
+        drop(_peer);
+        assert!(fx.service.wait_idle(Duration::from_secs(5)).await);
+        let st = fx.service.state();
+        let last = st.transactions.last().unwrap();
+        assert_eq!(
+            last.result,
+            Some((false, format!("Old and new refs are equal: {refspec}"))),
+            "download-only={download_only}"
+        );
+    }
+    // The backend never asks for it: prefetching the booted image is a no-op.
+    let report = fx.backend.prefetch(V1, None).await?;
+    assert!(report.already_present);
+    Ok(())
+}
+
+#[tokio::test]
+async fn busy_for_a_different_call_join_for_the_same_and_open_until_peers_leave() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    let a = OtherClient::connect(&fx.bus).await?;
+    let b = OtherClient::connect(&fx.bus).await?;
+    let address = a.call("Cleanup", &(vec!["base"],)).await?;
+    // A different call while it is open: G_IO_ERROR_BUSY with the open transaction's title.
+    let err = b.call("Cleanup", &(vec!["repomd"],)).await.unwrap_err();
+    assert_eq!(
+        error_of(&err),
+        (
+            BUSY_ERROR.to_string(),
+            "Transaction in progress: cleanup\n You can cancel the current transaction with `rpm-ostree cancel`".to_string()
+        )
+    );
+    // The same call joins: same address, and Start says it was already started.
+    assert_eq!(b.call("Cleanup", &(vec!["base"],)).await?, address);
+    let (peer_a, started_a) = OtherClient::start(&address).await?;
+    assert!(started_a);
+    assert!(
+        fx.service.wait_idle(Duration::from_millis(300)).await == false,
+        "open while a peer stays"
+    );
+    let t = fx.service.active_transaction().unwrap();
+    assert_eq!((t.finished, t.peers), (Some((true, String::new())), 1));
+    // A late peer gets Start → false and Finished again on its own connection.
+    let late = zbus::connection::Builder::address(address.as_str())
+        .p2p()
+        .build()
+        .await?;
+    let proxy = zbus::Proxy::new(
+        &late,
+        "org.projectatomic.rpmostree1",
+        "/",
+        "org.projectatomic.rpmostree1.Transaction",
+    )
+    .await?;
+    let mut finished = proxy.receive_signal("Finished").await?;
+    let started: bool = proxy.call("Start", &()).await?;
+    assert!(!started);
+    let sig = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut finished),
+    )
+    .await?
+    .unwrap();
+    assert_eq!(
+        sig.body().deserialize::<(bool, String)>()?,
+        (true, String::new())
+    );
+    assert_eq!(fx.service.state().transactions[0].joined, 1);
+    drop((proxy, finished));
+    late.close().await?;
+    drop(peer_a);
+    assert!(
+        fx.service.wait_idle(Duration::from_secs(5)).await,
+        "closed once every peer left"
+    );
+    // The next call starts a new transaction.
+    let (_p, started) = OtherClient::start(&b.call("Cleanup", &(vec!["repomd"],)).await?).await?;
+    assert!(started);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lingering_peer_is_force_closed() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    fx.service.state().force_close_after = Duration::from_millis(200);
+    let a = OtherClient::connect(&fx.bus).await?;
+    let (_peer, _) = OtherClient::start(&a.call("Cleanup", &(vec!["base"],)).await?).await?;
+    assert!(fx.service.wait_idle(Duration::from_secs(5)).await);
+    assert_eq!(fx.service.state().forced_closes, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_cleanup_type_and_unknown_packages_are_refused() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    let other = OtherClient::connect(&fx.bus).await?;
+    let err = other
+        .call("Cleanup", &(vec!["base", "bogus"],))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_of(&err),
+        (
+            testbed::rpm_ostreed::errors::G_IO_ERROR_FAILED.to_string(),
+            "Invalid cleanup type: bogus".to_string()
+        )
+    );
+    // Override-removing a package the image does not have.
+    let address = other
+        .call(
+            "UpdateDeployment",
+            &(
+                opts(&[(
+                    "override-remove-packages",
+                    zbus::Variant::from(vec!["nosuch"]),
+                )]),
+                opts(&[("no-pull-base", zbus::Variant::from(true))]),
+            ),
+        )
+        .await?;
+    drop(OtherClient::start(&address).await?);
+    assert!(fx.service.wait_idle(Duration::from_secs(5)).await);
+    assert_eq!(
+        fx.service.state().transactions.last().unwrap().result,
+        Some((false, "Package \"nosuch\" not found".to_string()))
+    );
+    // Through the backend: a kernel the extensions repo does not have.
+    let ext = Extensions::start(&fx.node, &["usbguard"], true).await?;
+    let err = fx
+        .backend
+        .stage(&OsChange {
+            kernel_type: Some(KernelType::Realtime),
+            extensions_image: Some(ext.image.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rpm-ostree update (packages) failed: Packages not found: kernel-rt-core, kernel-rt-modules, kernel-rt-modules-extra"
+    );
+    let st = fx.service.state();
+    assert!(
+        st.staged().is_none(),
+        "nothing staged: {:?}",
+        st.deployments
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn lock_finalization_holds_the_staged_deployment_until_finalize() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    let change = OsChange {
+        image: Some(V2.into()),
+        kargs: KernelArgsChange {
+            remove: vec![],
+            add: s(&["quiet"]),
+        },
+        ..Default::default()
+    };
+    let prepared = fx.backend.prepare(&change, None).await?;
+    let Prepared::Staged(StageOutcome::Staged(staged)) = prepared else {
+        panic!("{prepared:?}")
+    };
+    assert_eq!(staged.image.as_deref(), Some(V2));
+    assert!(fx.service.state().staged().unwrap().finalization_locked);
+    // Every step asked for the lock.
+    for c in fx
+        .service
+        .state()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("Rebase") || c.starts_with("KernelArgs"))
+    {
+        assert!(c.contains("lock-finalization=true"), "{c}");
+    }
+    // A reboot now (power cut, an admin) does not boot it: ostree-finalize-staged skips a locked one.
+    fx.service.reboot().await?;
+    assert_eq!(
+        fx.backend.status().await?.booted.unwrap().image.as_deref(),
+        Some(V1)
+    );
+    assert!(fx.service.state().staged().is_none());
+    // Staged again, then released: rpm-ostreed reboots into it.
+    assert!(matches!(
+        fx.backend.stage(&change).await?,
+        StageOutcome::Staged(_)
+    ));
+    assert!(fx.backend.finalize(&change).await?);
+    {
+        let st = fx.service.state();
+        assert_eq!(st.reboots.len(), 1);
+        let finalize = st
+            .calls
+            .iter()
+            .find(|c| c.starts_with("FinalizeDeployment"))
+            .unwrap();
+        assert!(
+            finalize.contains(&format!("checksum=\"{}\"", digest('2'))),
+            "{finalize}"
+        );
+    }
+    // Asked again before the reboot happened: it is on its way.
+    assert!(fx.backend.finalize(&change).await?);
+    fx.service.reboot().await?;
+    let booted = fx.backend.status().await?.booted.unwrap();
+    assert_eq!(booted.image.as_deref(), Some(V2));
+    assert_eq!(booted.kernel_arguments, ["rw", "quiet"]);
+    // Nothing staged and the booted one is what is asked for: nothing to release, the caller reboots.
+    let booted_v2 = OsChange {
+        image: Some(V2.into()),
+        ..Default::default()
+    };
+    assert!(!fx.backend.finalize(&booted_v2).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn finalize_checks_the_expected_digest() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    fx.backend
+        .stage(&OsChange {
+            image: Some(V2.into()),
+            ..Default::default()
+        })
+        .await?;
+    let other = OtherClient::connect(&fx.bus).await?;
+    for (options, error) in [
+        (opts(&[]), "Missing expected checksum".to_string()),
+        (
+            opts(&[("checksum", zbus::Variant::from(digest('1')))]),
+            format!(
+                "Expected staged base checksum {}, but found {}",
+                digest('1'),
+                digest('2')
+            ),
+        ),
+    ] {
+        let address = other.call("FinalizeDeployment", &(options,)).await?;
+        drop(OtherClient::start(&address).await?);
+        assert!(fx.service.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(
+            fx.service.state().transactions.last().unwrap().result,
+            Some((false, error))
+        );
+    }
+    assert!(fx.service.state().reboots.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_step_leaves_nothing_half_staged() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    fx.service
+        .state()
+        .fail_next
+        .insert("KernelArgs".into(), "error: No space left on device".into());
+    let err = fx
+        .backend
+        .stage(&OsChange {
+            image: Some(V2.into()),
+            kargs: KernelArgsChange {
+                remove: vec![],
+                add: s(&["quiet"]),
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rpm-ostree kargs failed: error: No space left on device"
+    );
+    let st = fx.service.state();
+    assert!(
+        st.staged().is_none(),
+        "the rebased deployment was removed: {:?}",
+        st.deployments
+    );
+    assert_eq!(st.methods().last().map(String::as_str), Some("Cleanup"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn rpm_ostreed_not_running_is_named() -> Result<()> {
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    fx.service.crash().await;
+    let err = fx.backend.status().await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.starts_with("Registering with rpm-ostreed: rpm-ostreed is not running on the system bus (org.freedesktop.DBus.Error.ServiceUnknown"),
+        "{text}"
+    );
+    fx.service.restart().await?;
+    assert!(fx.backend.status().await?.booted.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_text_and_json_show_the_image_like_rpm_ostree_status() -> Result<()> {
+    use machine_config_daemon::os::{OutputFormat, StatusDocument, render_status};
+    let fx = Fixture::booted_v1(&["rw"]).await?;
+    let doc = StatusDocument {
+        api_version: "machine-config-daemon.io/v1alpha1",
+        kind: "NodeOSStatus",
+        metadata: machine_config_daemon::os::StatusMetadata { name: "n".into() },
+        spec: machine_config_daemon::os::StatusSpec {
+            backend: "rpm-ostree",
+            sysroot: "/".into(),
+        },
+        status: fx.backend.status().await?,
+    };
+    let text = render_status(&doc, OutputFormat::Text)?;
+    assert!(
+        text.contains(&format!("* ostree-unverified-registry:{V1}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Digest: {}\n", digest('1'))),
+        "{text}"
+    );
+    assert!(text.contains("Version: 416.94.1\n"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&render_status(&doc, OutputFormat::Json)?)?;
+    assert_eq!(
+        json["status"]["booted"]["imageReference"],
+        format!("ostree-unverified-registry:{V1}")
+    );
+    assert_eq!(json["status"]["booted"]["imageDigest"], digest('1'));
     Ok(())
 }

@@ -399,8 +399,22 @@ impl FakeRpmOstreed {
         if let Some(c) = conn {
             let _ = c.close().await;
         }
-        let mut s = self.inner.state.lock().unwrap();
-        s.registered_clients.clear();
+        self.inner.state.lock().unwrap().registered_clients.clear();
+        // Gone once the bus has noticed (a call before that gets NoReply instead of ServiceUnknown).
+        if let Ok(conn) = zbus::connection::Builder::address(self.bus_address.as_str())
+            .build()
+            .await
+        {
+            if let Ok(dbus) = zbus::fdo::DBusProxy::new(&conn).await {
+                let name = zbus::names::BusName::try_from(BUS_NAME).expect("valid name");
+                for _ in 0..500 {
+                    if !dbus.name_has_owner(name.clone()).await.unwrap_or(false) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
     }
 
     /// Started again (D-Bus activation after a crash or idle exit): the deployments are what is on disk.
