@@ -146,6 +146,27 @@ mod tests {
     }
 
     #[test]
+    fn layered_packages_of_kernel_type_and_extensions_are_checked() {
+        let mut config = mc(None, &[]);
+        config.kernel_type = crate::config::KernelType::Realtime;
+        config.extensions = vec!["usbguard".into()];
+        let mut d = deployment("x.io/os:1", DIGEST, &[]);
+        d.requested_packages = vec!["kernel-rt-core".into(), "usbguard".into()];
+        let why = packages_problem(&config, Some(&d)).unwrap();
+        assert!(
+            why.ends_with("missing kernel-rt-modules kernel-rt-modules-extra"),
+            "{why}"
+        );
+        d.requested_packages
+            .extend(["kernel-rt-modules".into(), "kernel-rt-modules-extra".into()]);
+        assert_eq!(packages_problem(&config, Some(&d)), None);
+        assert_eq!(
+            packages_problem(&mc(None, &[]), Some(&deployment("x", DIGEST, &[]))),
+            None
+        );
+    }
+
+    #[test]
     fn kernel_arguments_present_with_multiplicity() {
         let cmdline: Vec<String> = ["root=/dev/vda", "nosmt", "console=tty0"]
             .iter()
