@@ -710,7 +710,7 @@ async fn busy_for_a_different_call_join_for_the_same_and_open_until_peers_leave(
     let (peer_a, started_a) = OtherClient::start(&address).await?;
     assert!(started_a);
     assert!(
-        fx.service.wait_idle(Duration::from_millis(300)).await == false,
+        !fx.service.wait_idle(Duration::from_millis(300)).await,
         "open while a peer stays"
     );
     let t = fx.service.active_transaction().unwrap();

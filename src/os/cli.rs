@@ -125,7 +125,8 @@ fn render_text(status: &OsStatus) -> String {
     if deployments.is_empty() {
         return "Deployments: none\n".to_string();
     }
-    let blocks: Vec<(Role, &Deployment, Vec<(&str, String)>)> = deployments
+    type Block<'a> = (Role, &'a Deployment, Vec<(&'static str, String)>);
+    let blocks: Vec<Block<'_>> = deployments
         .into_iter()
         .map(|(role, d)| {
             let mut kv: Vec<(&str, String)> = Vec::new();

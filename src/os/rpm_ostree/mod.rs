@@ -106,7 +106,7 @@ impl Target {
 
 /// Why one staging attempt stopped.
 enum Attempt {
-    Done(StageOutcome),
+    Done(Box<StageOutcome>),
     /// We joined another client's transaction: read the deployments again.
     Replan,
 }
@@ -244,7 +244,7 @@ impl RpmOstreeBackend {
     async fn stage_locked(&self, change: &OsChange) -> Result<StageOutcome> {
         for _ in 0..REPLANS {
             match self.stage_once(change).await? {
-                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Done(outcome) => return Ok(*outcome),
                 Attempt::Replan => continue,
             }
         }
@@ -260,16 +260,19 @@ impl RpmOstreeBackend {
             .ok_or_else(|| anyhow!("rpm-ostree reports no booted deployment"))?;
         let target = Target::new(&booted, change);
         if let Some(staged) = status.staged.as_ref().filter(|d| target.matches(d)) {
-            return Ok(Attempt::Done(StageOutcome::Unchanged(
+            return Ok(Attempt::Done(Box::new(StageOutcome::Unchanged(
                 Role::Staged,
                 staged.clone(),
-            )));
+            ))));
         }
         if target.matches(&booted) {
             if status.staged.is_some() {
                 self.cleanup_pending(&os).await?;
             }
-            return Ok(Attempt::Done(StageOutcome::Unchanged(Role::Booted, booted)));
+            return Ok(Attempt::Done(Box::new(StageOutcome::Unchanged(
+                Role::Booted,
+                booted,
+            ))));
         }
         let rebase = target.image.clone().filter(|w| !has_image(&booted, w));
         let modifiers = Modifiers::between(&Layering::of(&booted), &target.layering);
@@ -350,7 +353,9 @@ impl RpmOstreeBackend {
                 return Ok(Attempt::Replan);
             }
         }
-        if !modifiers.is_empty() && !(change.layered_image && rebase.is_some()) {
+        // Rebasing to a layered image already dropped all layering (no-layering, no-overrides).
+        let dropped_by_rebase = change.layered_image && rebase.is_some();
+        if !modifiers.is_empty() && !dropped_by_rebase {
             tracing::info!(modifiers = %modifiers, "changing layered packages (kernelType / extensions)");
             let list = |v: &[String]| Variant::from(v.to_vec());
             let ran = self
@@ -419,7 +424,7 @@ impl RpmOstreeBackend {
                 staged.kernel_arguments.join(" ")
             );
         }
-        Ok(Attempt::Done(StageOutcome::Staged(staged)))
+        Ok(Attempt::Done(Box::new(StageOutcome::Staged(staged))))
     }
 
     /// The expected checksum `FinalizeDeployment` checks: for a container deployment the image digest

@@ -114,6 +114,29 @@ pub fn available_packages(root: &Path) -> Result<BTreeSet<String>, String> {
     Ok(packages)
 }
 
+/// Where the extensions container keeps its rpm-md repo (the MCO's `coreos-extensions.repo` points
+/// `baseurl` at `<extracted>/usr/share/rpm-ostree/extensions/`, pkg/daemon/update.go addExtensionsRepo).
+pub const EXTENSIONS_REPO_DIR: &str = "usr/share/rpm-ostree/extensions";
+
+/// A layer for an extensions container: a repo holding `packages` (empty `.rpm` files), with
+/// `repodata/repomd.xml` unless `with_metadata` is false (a repo rpm-ostree cannot load).
+pub fn extensions_layer(packages: &[&str], with_metadata: bool) -> crate::LayerSpec {
+    let mut layer = crate::LayerSpec::new("COPY extensions /usr/share/rpm-ostree/extensions");
+    if with_metadata {
+        layer = layer.file(
+            &format!("{EXTENSIONS_REPO_DIR}/repodata/repomd.xml"),
+            "<repomd/>\n",
+        );
+    }
+    for p in packages {
+        layer = layer.file(
+            &format!("{EXTENSIONS_REPO_DIR}/Packages/{p}-1.0-1.el9.x86_64.rpm"),
+            format!("testbed rpm {p}\n"),
+        );
+    }
+    layer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,27 +175,4 @@ mod tests {
             BTreeSet::from(["usbguard".to_string()])
         );
     }
-}
-
-/// Where the extensions container keeps its rpm-md repo (the MCO's `coreos-extensions.repo` points
-/// `baseurl` at `<extracted>/usr/share/rpm-ostree/extensions/`, pkg/daemon/update.go addExtensionsRepo).
-pub const EXTENSIONS_REPO_DIR: &str = "usr/share/rpm-ostree/extensions";
-
-/// A layer for an extensions container: a repo holding `packages` (empty `.rpm` files), with
-/// `repodata/repomd.xml` unless `with_metadata` is false (a repo rpm-ostree cannot load).
-pub fn extensions_layer(packages: &[&str], with_metadata: bool) -> crate::LayerSpec {
-    let mut layer = crate::LayerSpec::new("COPY extensions /usr/share/rpm-ostree/extensions");
-    if with_metadata {
-        layer = layer.file(
-            &format!("{EXTENSIONS_REPO_DIR}/repodata/repomd.xml"),
-            "<repomd/>\n",
-        );
-    }
-    for p in packages {
-        layer = layer.file(
-            &format!("{EXTENSIONS_REPO_DIR}/Packages/{p}-1.0-1.el9.x86_64.rpm"),
-            format!("testbed rpm {p}\n"),
-        );
-    }
-    layer
 }
