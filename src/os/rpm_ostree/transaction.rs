@@ -98,10 +98,12 @@ async fn follow(
         let mut percent = txn.receive_percent_progress().await?;
         let mut task_begin = txn.receive_task_begin().await?;
         let mut task_end = txn.receive_task_end().await?;
-        let started = txn
-            .start()
-            .await
-            .map_err(|e| anyhow!("Starting the rpm-ostree {title} transaction: {}", dbus::describe(&e)))?;
+        let started = txn.start().await.map_err(|e| {
+            anyhow!(
+                "Starting the rpm-ostree {title} transaction: {}",
+                dbus::describe(&e)
+            )
+        })?;
         let mut lines = Vec::new();
         loop {
             tokio::select! {
@@ -129,13 +131,21 @@ async fn follow(
                 Some(sig) = task_end.next() => {
                     if let Ok(a) = sig.args() { tracing::debug!(title, task = %a.text(), "rpm-ostree task done"); }
                 }
-                else => bail!(
-                    "rpm-ostreed went away during the {title} transaction (it crashed or was restarted); nothing was finished"
-                ),
+                else => bail!("the transaction connection closed before Finished"),
             }
         }
     }
     .await;
+    // Whatever failed, a broken connection means the daemon is gone.
+    let result = result.map_err(|e| {
+        if conn.is_closed() {
+            anyhow!(
+                "rpm-ostreed went away during the {title} transaction (it crashed or was restarted); nothing was finished: {e:#}"
+            )
+        } else {
+            e
+        }
+    });
     // Leave at once: the transaction stays open (and every other call busy) while we are connected.
     if let Err(e) = conn.close().await {
         tracing::debug!(title, error = %e, "closing the transaction connection");

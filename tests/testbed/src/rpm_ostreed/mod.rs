@@ -306,6 +306,8 @@ pub struct ActiveTransaction {
     pub method: String,
     pub title: String,
     pub address: String,
+    /// `Start` was called.
+    pub started: bool,
     pub finished: Option<(bool, String)>,
     pub peers: usize,
 }
@@ -369,6 +371,7 @@ impl FakeRpmOstreed {
             method: t.method.clone(),
             title: t.title.lock().unwrap().clone(),
             address: t.address.clone(),
+            started: t.started.load(std::sync::atomic::Ordering::SeqCst),
             finished: t.finished.lock().unwrap().clone(),
             peers: t.peers.lock().unwrap().len(),
         })
