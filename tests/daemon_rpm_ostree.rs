@@ -428,12 +428,22 @@ async fn assert_refused(lab: &mut RpmLab, why: &str) -> String {
     );
     drop(st);
     assert!(!lab.ever_cordoned(), "refused before the drain");
+    // The daemon retries at once; stopped, it leaves no repository behind.
+    lab.stop();
     assert!(
         !lab.node
             .path()
             .join("etc/yum.repos.d/coreos-extensions.repo")
             .exists()
     );
+    assert_eq!(
+        std::fs::read_dir(lab.node.path().join("run/mco-extensions"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no extracted image left"
+    );
+    lab.start();
     reason
 }
 

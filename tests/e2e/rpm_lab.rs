@@ -460,20 +460,41 @@ impl RpmLab {
         .await;
     }
 
+    /// Every non-empty `reason` the daemon wrote, oldest first (the current one may already be the next
+    /// retry's). A patch carries `state` only when it changes.
+    pub fn degraded_reasons(&self) -> Vec<String> {
+        let key_reason = format!("{P}reason");
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.resource == "nodes")
+            .filter_map(|r| r.body.as_deref())
+            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+            .filter_map(|p| {
+                p["metadata"]["annotations"][&key_reason]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .filter(|r| !r.is_empty())
+            .collect()
+    }
+
+    /// Wait until the daemon reported Degraded with a reason containing `containing`; returns that reason.
     pub async fn wait_degraded(&mut self, containing: &str) -> String {
         let needle = containing.to_string();
         self.wait_for(
             &format!("Degraded with a reason containing {containing:?}"),
             Duration::from_secs(90),
             move |lab| {
-                lab.annotation("state").as_deref() == Some("Degraded")
-                    && lab
-                        .annotation("reason")
-                        .is_some_and(|r| r.contains(&needle))
+                lab.annotation("state").as_deref() != Some("Done")
+                    && lab.degraded_reasons().iter().any(|r| r.contains(&needle))
             },
         )
         .await;
-        self.annotation("reason").unwrap_or_default()
+        self.degraded_reasons()
+            .into_iter()
+            .find(|r| r.contains(containing))
+            .unwrap_or_default()
     }
 
     /// The daemon has started and settled at its config (the drift monitor is the last thing it starts).

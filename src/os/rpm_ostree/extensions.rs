@@ -79,7 +79,12 @@ impl ExtensionsRepo {
 
     /// Delete the repo file and the extracted content (MCD: `defer os.Remove(extensionsRepo)`,
     /// `defer os.RemoveAll(osExtensionsContentDir)`).
-    pub fn remove(self) {
+    pub fn remove(self) {}
+}
+
+/// Also when the update is abandoned half-way (SIGTERM drops the future).
+impl Drop for ExtensionsRepo {
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.repo_file);
         let _ = std::fs::remove_dir_all(&self.content);
     }
