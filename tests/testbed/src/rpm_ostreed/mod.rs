@@ -205,6 +205,8 @@ pub struct RpmOstreedState {
     pub default_delay: Duration,
     /// The next transaction of this method fails with this message.
     pub fail_next: HashMap<String, String>,
+    /// rpm-ostreed dies while running the next transaction of this method (after `Start`).
+    pub crash_during: Option<String>,
     /// FORCE_CLOSE_TXN_TIMEOUT_SECS (30 s): a finished transaction whose peers stay is closed after this.
     pub force_close_after: Duration,
     pub forced_closes: usize,
@@ -229,6 +231,7 @@ impl Default for RpmOstreedState {
             delays: HashMap::new(),
             default_delay: Duration::from_millis(20),
             fail_next: HashMap::new(),
+            crash_during: None,
             force_close_after: Duration::from_secs(30),
             forced_closes: 0,
             get_os_default_calls: 0,
@@ -290,6 +293,39 @@ pub(crate) struct Inner {
     pub(crate) bus: Mutex<Option<zbus::Connection>>,
     /// Bumped by a crash: work in flight from before it never completes.
     pub(crate) generation: std::sync::atomic::AtomicU64,
+    pub(crate) bus_address: String,
+}
+
+impl Inner {
+    /// The process dies: work in flight never completes, every connection breaks, the name leaves the bus.
+    pub(crate) async fn crash(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let active = self.active.lock().unwrap().clone();
+        if let Some(t) = active {
+            self.force_close(&t).await;
+        }
+        let conn = self.bus.lock().unwrap().take();
+        if let Some(c) = conn {
+            let _ = c.close().await;
+        }
+        self.state.lock().unwrap().registered_clients.clear();
+        // Gone once the bus has noticed (a call before that gets NoReply instead of ServiceUnknown).
+        if let Ok(conn) = zbus::connection::Builder::address(self.bus_address.as_str())
+            .build()
+            .await
+        {
+            if let Ok(dbus) = zbus::fdo::DBusProxy::new(&conn).await {
+                let name = zbus::names::BusName::try_from(BUS_NAME).expect("valid name");
+                for _ in 0..500 {
+                    if !dbus.name_has_owner(name.clone()).await.unwrap_or(false) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -336,6 +372,7 @@ impl FakeRpmOstreed {
             osname,
             bus: Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
+            bus_address: bus_address.to_string(),
         });
         let me = Self {
             inner,
@@ -391,33 +428,7 @@ impl FakeRpmOstreed {
 
     /// rpm-ostreed dies: it leaves the bus and every transaction connection breaks mid-way.
     pub async fn crash(&self) {
-        self.inner
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let active = self.inner.active.lock().unwrap().clone();
-        if let Some(t) = active {
-            self.inner.force_close(&t).await;
-        }
-        let conn = self.inner.bus.lock().unwrap().take();
-        if let Some(c) = conn {
-            let _ = c.close().await;
-        }
-        self.inner.state.lock().unwrap().registered_clients.clear();
-        // Gone once the bus has noticed (a call before that gets NoReply instead of ServiceUnknown).
-        if let Ok(conn) = zbus::connection::Builder::address(self.bus_address.as_str())
-            .build()
-            .await
-        {
-            if let Ok(dbus) = zbus::fdo::DBusProxy::new(&conn).await {
-                let name = zbus::names::BusName::try_from(BUS_NAME).expect("valid name");
-                for _ in 0..500 {
-                    if !dbus.name_has_owner(name.clone()).await.unwrap_or(false) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
+        self.inner.crash().await;
     }
 
     /// Started again (D-Bus activation after a crash or idle exit): the deployments are what is on disk.

@@ -186,6 +186,18 @@ impl Inner {
         let generation = self.generation.load(Ordering::SeqCst);
         let title = txn.title.lock().unwrap().clone();
         emit_all(&txn, "TaskBegin", &(title,)).await;
+        let crash = {
+            let mut state = self.state.lock().unwrap();
+            let hit = state.crash_during.as_deref() == Some(txn.method.as_str());
+            if hit {
+                state.crash_during = None;
+            }
+            hit
+        };
+        if crash {
+            self.crash().await;
+            return;
+        }
         tokio::time::sleep(self.delay_for(&txn.method)).await;
         if self.generation.load(Ordering::SeqCst) != generation {
             // The daemon died meanwhile: the work never happened.
