@@ -88,6 +88,11 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
 
     let os_options = OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root);
     let (os, env) = match &opts.test_only_simulated_boot {
+        // rpm-ostreed (a test double) plays the host's boots itself.
+        Some(boot_id_file) if opts.backend == BackendKind::RpmOstree => (
+            select_backend(opts.backend, os_options).await?,
+            NodeEnv::simulated(&opts.root, boot_id_file),
+        ),
         Some(boot_id_file) => {
             let backend = OstreeBackend::test_only_simulated_boot(os_options, boot_id_file).await?;
             (
