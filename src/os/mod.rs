@@ -14,6 +14,7 @@ mod kargs;
 mod namespace;
 mod ostree_backend;
 mod pull;
+mod rollback;
 pub mod rpm_ostree;
 mod worker;
 
@@ -287,6 +288,24 @@ pub struct CleanupReport {
     pub bytes_freed: u64,
 }
 
+/// Result of [`OsBackend::rollback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackOutcome {
+    /// The deployment is now the default: the next boot runs it.
+    Switched,
+    /// It already was the default; nothing was written.
+    AlreadyDefault,
+}
+
+/// Result of [`OsBackend::prune`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    /// Deployments removed (`<checksum>.<serial>`), oldest last.
+    pub deployments_removed: Vec<String>,
+    pub cleanup: CleanupReport,
+}
+
 /// The node's OS image operations. Implementations are cheap to clone and safe to share.
 pub trait OsBackend: Send + Sync {
     /// `"ostree"` or `"rpm-ostree"`.
@@ -348,6 +367,17 @@ pub trait OsBackend: Send + Sync {
     /// Remove images, layers and deployments nothing references any more (including a prefetched
     /// image that was never staged).
     fn cleanup(&self) -> impl Future<Output = Result<CleanupReport>> + Send;
+
+    /// Make `to` (the deployment booted before this one: `status().rollback`) the default for the next
+    /// boot, as `rpm-ostree rollback` does; a staged deployment is dropped. Idempotent: when `to` already
+    /// boots next nothing is written (where `rpm-ostree rollback` would swap back). An error when `to`
+    /// is not in the sysroot any more.
+    fn rollback(&self, to: &Deployment) -> impl Future<Output = Result<RollbackOutcome>> + Send;
+
+    /// After a healthy boot: remove deployments older than the rollback one (the booted, staged, pending,
+    /// rollback, pinned and other stateroots' deployments stay), then what nothing references any more
+    /// ([`OsBackend::cleanup`]).
+    fn prune(&self) -> impl Future<Output = Result<PruneReport>> + Send;
 }
 
 /// Which implementation to use.
@@ -442,6 +472,20 @@ impl OsBackend for AnyBackend {
         match self {
             AnyBackend::Ostree(b) => b.finalize(change).await,
             AnyBackend::RpmOstree(b) => b.finalize(change).await,
+        }
+    }
+
+    async fn rollback(&self, to: &Deployment) -> Result<RollbackOutcome> {
+        match self {
+            AnyBackend::Ostree(b) => b.rollback(to).await,
+            AnyBackend::RpmOstree(b) => b.rollback(to).await,
+        }
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        match self {
+            AnyBackend::Ostree(b) => b.prune().await,
+            AnyBackend::RpmOstree(b) => b.prune().await,
         }
     }
 }

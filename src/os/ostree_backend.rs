@@ -15,12 +15,13 @@ use ostree_ext::glib;
 use ostree_ext::ostree::{self, gio};
 
 use super::error::PullError;
+use super::rollback::{Slot, prune_keep, rollback_order};
 use super::worker::run_on_ostree_thread;
 use super::{
     CleanupReport, Deployment, FetchProgress, KernelType, OsBackend, OsChange, OsStatus,
     PrefetchReport, ProgressFn, Role, StageOutcome, ostree_image_reference, pull, user_kargs,
 };
-use super::{RoleIndices, role_indices};
+use super::{PruneReport, RoleIndices, RollbackOutcome, role_indices};
 
 /// Where the backend works.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +257,71 @@ impl OsBackend for OstreeBackend {
         })
         .await
     }
+
+    /// The deployment list reordered (super::rollback::rollback_order) and written with
+    /// `ostree_sysroot_write_deployments`, as `ostree admin set-default` does.
+    async fn rollback(&self, to: &Deployment) -> Result<RollbackOutcome> {
+        let options = self.options.clone();
+        let simulated = self.simulated_booted.clone();
+        let to = to.clone();
+        let ns = self.writes_need_namespace();
+        run_on_ostree_thread("ostree-rollback", ns, move || async move {
+            let sysroot = load_sysroot(&options.sysroot, ns)?;
+            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
+            let view = SysrootView::new(&sysroot, simulated.as_deref());
+            let Some(at) = view.deployments.iter().position(|d| {
+                d.osname() == to.stateroot.as_str()
+                    && d.csum() == to.checksum.as_str()
+                    && d.deployserial() == to.serial
+            }) else {
+                bail!(
+                    "Cannot roll back to deployment {}: it is not in the sysroot any more",
+                    to.id()
+                );
+            };
+            let Some(order) = rollback_order(&view.slots(), at) else {
+                return Ok(RollbackOutcome::AlreadyDefault);
+            };
+            let list: Vec<ostree::Deployment> =
+                order.iter().map(|i| view.deployments[*i].clone()).collect();
+            sysroot
+                .write_deployments(&list, gio::Cancellable::NONE)
+                .with_context(|| format!("Making deployment {} the default", to.id()))?;
+            tracing::info!(deployment = %to.id(), image = to.image.as_deref().unwrap_or("-"), "the previous deployment is the default for the next boot");
+            Ok(RollbackOutcome::Switched)
+        })
+        .await
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        let options = self.options.clone();
+        let simulated = self.simulated_booted.clone();
+        let ns = self.writes_need_namespace();
+        let removed = run_on_ostree_thread("ostree-prune", ns, move || async move {
+            let sysroot = load_sysroot(&options.sysroot, ns)?;
+            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
+            let view = SysrootView::new(&sysroot, simulated.as_deref());
+            let Some(keep) = prune_keep(&view.slots()) else {
+                return Ok(Vec::new());
+            };
+            let removed: Vec<String> = (0..view.deployments.len())
+                .filter(|i| !keep.contains(i))
+                .map(|i| DeploymentKey::of(&view.deployments[i]).to_string())
+                .collect();
+            let list: Vec<ostree::Deployment> =
+                keep.iter().map(|i| view.deployments[*i].clone()).collect();
+            sysroot
+                .write_deployments(&list, gio::Cancellable::NONE)
+                .context("Removing deployments older than the rollback")?;
+            tracing::info!(removed = %removed.join(" "), "removed deployments older than the rollback");
+            Ok(removed)
+        })
+        .await?;
+        Ok(PruneReport {
+            deployments_removed: removed,
+            cleanup: self.cleanup().await?,
+        })
+    }
 }
 
 /// kernelType and extensions mean layering RPMs onto the image: only rpm-ostree can do that.
@@ -349,6 +415,24 @@ impl SysrootView {
             deployments,
             really_booted: real_booted.is_some(),
         }
+    }
+
+    /// What a rollback or prune decides on (super::rollback).
+    fn slots(&self) -> Vec<Slot> {
+        let ours = self
+            .get(self.roles.booted.or(self.roles.pending))
+            .map(|d| d.osname().to_string());
+        self.deployments
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Slot {
+                booted: Some(i) == self.roles.booted,
+                // Really staged (a simulated boot's "staged" deployments are written out already).
+                staged: d.is_staged(),
+                pinned: d.is_pinned(),
+                ours: ours.as_deref().is_none_or(|o| o == d.osname().as_str()),
+            })
+            .collect()
     }
 
     fn get(&self, i: Option<usize>) -> Option<&ostree::Deployment> {

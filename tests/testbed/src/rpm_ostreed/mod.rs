@@ -7,7 +7,7 @@
 //! - `iface.rs`: the `Sysroot` and `OS` objects (methods, properties, deployment and boot-config dicts);
 //! - `txn.rs`: one transaction at a time on a peer-to-peer server, open until every peer has left,
 //!   busy error for a different call, an identical call joins;
-//! - `deploy.rs`: what Rebase/UpdateDeployment/KernelArgs/Cleanup/FinalizeDeployment do to the
+//! - `deploy.rs`: what Rebase/UpdateDeployment/KernelArgs/Cleanup/FinalizeDeployment/Rollback do to the
 //!   deployments, with rpm-ostree's error texts;
 //! - `repos.rs`: package layering needs an enabled rpm-md repo under the node root;
 //! - `kargs.rs`: libostree's kernel-argument editing;
