@@ -544,6 +544,10 @@ pub struct GateRecord {
     /// After a pass: older rollback deployments were pruned.
     #[serde(default)]
     pub pruned: bool,
+    /// After a failure: a later update (another target, or the forcefile) took over, so the failed
+    /// target no longer blocks anything.
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl GateRecord {
@@ -885,6 +889,7 @@ mod tests {
             verdict: Verdict::Failed { reason: "x".into() },
             rollback: None,
             pruned: false,
+            released: false,
         };
         save(&root, &record).unwrap();
         let back = load(&root).unwrap().unwrap();

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::config::KernelType;
 pub use crate::plan::KernelArgsChange;
 pub use cli::{
-    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, StatusMetadata, StatusSpec,
-    apply_os_change, render_status, run_status, status_document,
+    ApplyOsReport, NodeOsStatus, OutputFormat, StatusArgs, StatusDocument, StatusMetadata,
+    StatusSpec, apply_os_change, render_status, run_status, status_document,
 };
 pub use error::{PullError, PullErrorKind};
 pub use kargs::user_kargs;
