@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod firstboot;
+pub mod gate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -298,28 +299,6 @@ impl Lab {
             .unwrap();
         lab.kubelet_reports_ready();
         lab
-    }
-
-    /// Play the kubelet starting in this boot: the Node's Ready condition with a fresh heartbeat
-    /// (kubernetes pkg/kubelet/nodestatus/setters.go ReadyCondition sets `lastHeartbeatTime` to now).
-    pub fn kubelet_reports_ready(&self) {
-        if self.sim.get_object("v1", "Node", None, NODE).is_none() {
-            return;
-        }
-        let now = k8s_openapi::jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
-        self.sim
-            .merge_patch_object(
-                "v1",
-                "Node",
-                None,
-                NODE,
-                &json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-                    "reason": "KubeletReady", "message": "kubelet is posting ready status",
-                    "lastHeartbeatTime": now, "lastTransitionTime": now}]}}),
-            )
-            .unwrap();
     }
 
     /// A lab installed at config `name`: the base image with `files` and core's SSH `keys`.
