@@ -183,9 +183,9 @@ pub struct StartArgs {
     /// Which OS backend to use.
     #[arg(long, value_enum, default_value_t)]
     pub backend: crate::os::BackendKind,
-    /// Health gate after a boot into a new deployment: each required or wanted check (executables in
-    /// /usr/lib/machine-config-daemon/health.d/{required,wanted}.d/, /etc/machine-config-daemon/health.d/…,
-    /// /etc/greenboot/check/…) is killed after this long; a required one then fails the gate.
+    /// Health gate after a boot into a new deployment: each check (the executables in required.d/ and
+    /// wanted.d/ of /usr/lib/machine-config-daemon/health.d, /etc/machine-config-daemon/health.d and
+    /// /etc/greenboot/check) is killed after this long; a required one then fails the gate.
     #[arg(
         long,
         env = "MCD_HEALTH_CHECK_TIMEOUT",
