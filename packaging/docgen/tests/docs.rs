@@ -499,7 +499,10 @@ fn the_health_gate_and_its_defaults_are_documented() {
         paths::HEALTH_GATE_STATE.to_string(),
         "RolledBack".to_string(),
     ] {
-        assert!(flat.contains(&needle), "{needle:?} not on the main page:\n{main}");
+        assert!(
+            flat.contains(&needle),
+            "{needle:?} not on the main page:\n{main}"
+        );
     }
     let mut cli = docgen::command();
     let start = cli.find_subcommand_mut("start").unwrap();
@@ -509,19 +512,23 @@ fn the_health_gate_and_its_defaults_are_documented() {
         ("--health-ready-timeout", DEFAULT_READY_TIMEOUT),
     ] {
         let minutes = format!("[default: {}m]", default.as_secs() / 60);
-        let at = help.find(flag).unwrap_or_else(|| panic!("{flag} not in:\n{help}"));
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} not in:\n{help}"));
         assert!(
             help[at..].contains(&minutes),
             "{flag} does not state {minutes}:\n{help}"
         );
     }
     let page = render(
-        &dir
-            .path()
+        &dir.path()
             .join("man8")
             .join(man_page_name(&["start".to_string()])),
     );
     let flat = page.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(flat.contains("[default: 5m]") && flat.contains("[default: 10m]"), "{page}");
+    assert!(
+        flat.contains("[default: 5m]") && flat.contains("[default: 10m]"),
+        "{page}"
+    );
     assert!(flat.contains("MCD_HEALTH_READY_TIMEOUT"), "{page}");
 }

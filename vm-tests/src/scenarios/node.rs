@@ -229,6 +229,9 @@ pub struct Node {
     /// Pull spec of the image the disk was installed from (the guest's view).
     pub installed_image: String,
     pub image: DiskImage,
+    /// The harness plays the kubelet: after each boot it reports the node Ready (with this boot's
+    /// heartbeat), unless withheld (a kubelet that never comes up).
+    pub kubelet_withheld: bool,
 }
 
 /// How the scenario wants the node set up before its first boot.
@@ -299,7 +302,18 @@ impl Node {
             kube,
             installed_image,
             image,
+            kubelet_withheld: false,
         })
+    }
+
+    /// Boot what the boot entries say, to the harness's ready marker; then the kubelet reports the node
+    /// Ready (unless withheld), as a kubelet does right after it starts.
+    pub fn boot(&mut self) -> Result<()> {
+        self.vm.boot()?;
+        if !self.kubelet_withheld {
+            self.kube.kubelet_ready()?;
+        }
+        Ok(())
     }
 
     /// Poll the Node (every second) until `pred` holds. Fails at once if the VM goes down, and after
@@ -397,7 +411,7 @@ impl Node {
     /// entries now say (the harness is the bootloader).
     pub fn follow_daemon_reboot(&mut self, run: &mut Run, label: &str) -> Result<()> {
         run.step(label, || self.wait_daemon_reboot())?;
-        run.step("boot after the reboot", || self.vm.boot().map(|_| ()))
+        run.step("boot after the reboot", || self.boot())
     }
 
     /// The daemon's view of the OS (`machine-config-daemon status -o json` in the guest).
