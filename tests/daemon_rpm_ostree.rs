@@ -715,23 +715,45 @@ async fn a_failed_health_gate_rolls_back_with_rpm_ostreeds_rollback() {
     lab.wait_reboot_request(2).await;
     {
         let st = lab.rpm.state();
-        let rollbacks: Vec<&String> = st.calls.iter().filter(|c| c.starts_with("Rollback")).collect();
+        let rollbacks: Vec<&String> = st
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("Rollback"))
+            .collect();
         assert_eq!(rollbacks, ["Rollback {reboot=false}"], "{:?}", st.calls);
-        assert_eq!(st.deployments[0].image(), v1, "the previous deployment boots next");
-        assert_eq!(st.reboots.len(), 1, "rpm-ostreed rebooted only after FinalizeDeployment");
+        assert_eq!(
+            st.deployments[0].image(),
+            v1,
+            "the previous deployment boots next"
+        );
+        assert_eq!(
+            st.reboots.len(),
+            1,
+            "rpm-ostreed rebooted only after FinalizeDeployment"
+        );
     }
     assert_eq!(lab.systemd.reboots().len(), 1, "the rollback's reboot");
     lab.reboot().await;
     let reason = lab.wait_degraded("rolled back: config rendered-2").await;
     assert!(
-        reason.contains(&format!("{check} exited with status 1; its last output: crio: cannot start")),
+        reason.contains(&format!(
+            "{check} exited with status 1; its last output: crio: cannot start"
+        )),
         "{reason}"
     );
-    lab.wait_for("the uncordon", Duration::from_secs(60), |lab| !lab.unschedulable())
-        .await;
+    lab.wait_for("the uncordon", Duration::from_secs(60), |lab| {
+        !lab.unschedulable()
+    })
+    .await;
     assert_eq!(lab.rpm.state().booted().unwrap().image(), v1);
-    assert_eq!(lab.annotation("currentConfig").as_deref(), Some("rendered-1"));
-    assert!(lab.file(check).is_none(), "the failed config's check is gone");
+    assert_eq!(
+        lab.annotation("currentConfig").as_deref(),
+        Some("rendered-1")
+    );
+    assert!(
+        lab.file(check).is_none(),
+        "the failed config's check is gone"
+    );
     assert_eq!(lab.event_messages("RolledBack").len(), 1);
     assert_eq!(lab.reboot_requests(), 2);
     lab.stop();

@@ -352,9 +352,13 @@ pub async fn run_check(check: &Check, timeout: Duration) -> CheckResult {
             );
         }
     };
-    let pgid = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    // Whatever the check left running in its group goes when it ends, times out, or its caller gives
+    // up on it (the Ready deadline passed first): a background child would keep the pipes open.
+    let group = GroupKill(
+        child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+    );
     let out = child
         .stdout
         .take()
@@ -382,15 +386,23 @@ pub async fn run_check(check: &Check, timeout: Duration) -> CheckResult {
             after_seconds: timeout.as_secs(),
         },
     };
-    // Whatever it left running in its group goes (a background child keeps the pipes open).
-    if let Some(pgid) = pgid {
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-    }
+    drop(group);
     let _ = child.wait().await;
     for task in [out, err].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     result(outcome, &tail)
+}
+
+/// Kills a check's process group when dropped.
+struct GroupKill(Option<rustix::process::Pid>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 /// Run `checks` in order: required ones strictly (the rest are skipped after a failure), wanted ones
