@@ -305,7 +305,15 @@ where
                 update_started_at: j.progress.started_at,
                 boot_id,
                 deployment: DeploymentRef::of(&booted),
-                previous: status.rollback.as_ref().map(DeploymentRef::of),
+                // The known-good one: booted when the update started (the rollback deployment).
+                previous: j
+                    .progress
+                    .started_on
+                    .as_deref()
+                    .and_then(|id| find(&status, id))
+                    .or_else(|| status.rollback.clone())
+                    .as_ref()
+                    .map(DeploymentRef::of),
                 started_at: now_secs(),
                 finished_at: None,
                 checks: Vec::new(),
