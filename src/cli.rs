@@ -35,6 +35,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Check that a node root holds what a MachineConfig says; list every mismatch.
     Validate(ValidateArgs),
+    /// Internal: the daemon's ostree helper process (one request on stdin, events on stdout).
+    #[command(name = "ostree-helper", hide = true)]
+    OstreeHelper,
 }
 
 /// Output format of a command.
@@ -130,6 +133,10 @@ pub struct StartArgs {
     /// Which OS backend to use.
     #[arg(long, value_enum, default_value_t)]
     pub backend: crate::os::BackendKind,
+    /// OS image layers fetched at once (ostree backend; 1 fetches them one after another).
+    #[arg(long, value_name = "N", default_value_t = crate::os::DEFAULT_PULL_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub pull_concurrency: u16,
     /// TEST ONLY, never on a node: treat the sysroot's default deployment as booted and read the boot id
     /// from FILE (a test harness simulates reboots by rewriting it and restarting the daemon).
     #[arg(long, value_name = "FILE", help_heading = "Test-only options")]
@@ -207,10 +214,13 @@ where
 {
     let cli = Cli::parse_from(args);
     match &cli.command {
-        Command::Start(_) | Command::FirstbootCompleteMachineconfig(_) => {
+        Command::Start(_) | Command::FirstbootCompleteMachineconfig(_) | Command::OstreeHelper => {
             crate::logging::init_service()
         }
         _ => crate::logging::init_cli(),
+    }
+    if let Command::OstreeHelper = cli.command {
+        return crate::os::helper::run_helper();
     }
     let result = match cli.command {
         Command::Start(args) => run_start(args),
@@ -219,6 +229,7 @@ where
         Command::Status(args) => crate::os::run_status(&args).map_err(CliError::Failed),
         Command::Apply(args) => run_apply(&args),
         Command::Validate(args) => run_validate(&args),
+        Command::OstreeHelper => unreachable!("served above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -570,6 +581,7 @@ fn run_start(args: StartArgs) -> Result<u8, CliError> {
         drain_timeout: args.drain_timeout,
         metrics_listen: args.metrics_listen,
         backend: args.backend,
+        pull_concurrency: args.pull_concurrency.into(),
         test_only_simulated_boot: args.test_only_simulated_boot,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

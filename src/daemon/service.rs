@@ -14,7 +14,7 @@ use super::update::{ClusterSide, DrainMode};
 use crate::cluster::{Credentials, DrainOptions, KubeCluster, connect, watch_node};
 use crate::host::Root;
 use crate::metrics::Metrics;
-use crate::os::{BackendKind, OstreeBackend, OstreeBackendOptions, select_backend};
+use crate::os::{BackendKind, HelperOptions, OstreeBackend, OstreeBackendOptions, select_backend};
 use crate::systemd::Systemd;
 
 /// Everything `start` needs.
@@ -28,6 +28,8 @@ pub struct StartOptions {
     pub drain_timeout: Duration,
     pub metrics_listen: SocketAddr,
     pub backend: BackendKind,
+    /// OS image layers fetched at once.
+    pub pull_concurrency: usize,
     /// Test-only: treat the sysroot's default deployment as booted and read the boot id from this file.
     pub test_only_simulated_boot: Option<PathBuf>,
 }
@@ -87,7 +89,12 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         drain_options,
     );
 
-    let os_options = OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root);
+    // The ostree work runs in short-lived helper processes: the idle daemon never loads libostree.
+    let os_options = OstreeBackendOptions {
+        pull_concurrency: opts.pull_concurrency,
+        ..OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root)
+    }
+    .in_helper(HelperOptions::this_executable().context("Finding our own executable")?);
     let (os, env) = match &opts.test_only_simulated_boot {
         Some(boot_id_file) => {
             let backend = OstreeBackend::test_only_simulated_boot(os_options, boot_id_file).await?;
