@@ -58,6 +58,12 @@ pub struct Metrics {
     pub drain_blocked_seconds: Gauge<f64, AtomicU64>,
     pub reboots_requested: Counter,
     pub updates_completed: Counter,
+    // OS image pull progress: the pull in progress, else the last one (bytes are compressed layer bytes
+    // of the layers the pull fetches, not those already on the node).
+    pub os_pull_fetched_bytes: Gauge,
+    pub os_pull_bytes: Gauge,
+    pub os_pull_fetched_layers: Gauge,
+    pub os_pull_layers: Gauge,
     /// Unix seconds of the driver loop's last turn (for `/healthz`).
     heartbeat: AtomicI64,
 }
@@ -92,6 +98,10 @@ impl Metrics {
             drain_blocked_seconds: Gauge::default(),
             reboots_requested: Counter::default(),
             updates_completed: Counter::default(),
+            os_pull_fetched_bytes: Gauge::default(),
+            os_pull_bytes: Gauge::default(),
+            os_pull_fetched_layers: Gauge::default(),
+            os_pull_layers: Gauge::default(),
             heartbeat: AtomicI64::new(0),
         };
         m.registry.register(
@@ -149,7 +159,36 @@ impl Metrics {
             "updates that reached Done",
             m.updates_completed.clone(),
         );
+        // OS image pull progress.
+        m.registry.register(
+            "mcd_os_pull_fetched_bytes",
+            "compressed bytes fetched so far by the current (or last) OS image pull",
+            m.os_pull_fetched_bytes.clone(),
+        );
+        m.registry.register(
+            "mcd_os_pull_bytes",
+            "compressed bytes the current (or last) OS image pull fetches",
+            m.os_pull_bytes.clone(),
+        );
+        m.registry.register(
+            "mcd_os_pull_fetched_layers",
+            "layers fetched so far by the current (or last) OS image pull",
+            m.os_pull_fetched_layers.clone(),
+        );
+        m.registry.register(
+            "mcd_os_pull_layers",
+            "layers the current (or last) OS image pull fetches",
+            m.os_pull_layers.clone(),
+        );
         m
+    }
+
+    /// Progress of an OS image pull.
+    pub fn os_pull_progress(&self, p: &crate::os::FetchProgress) {
+        self.os_pull_fetched_bytes.set(p.bytes_done as i64);
+        self.os_pull_bytes.set(p.bytes_total as i64);
+        self.os_pull_fetched_layers.set(p.layers_done as i64);
+        self.os_pull_layers.set(p.layers_total as i64);
     }
 
     /// `mcd_state{state,reason}` = now (the MCD's timestamp semantics).

@@ -302,9 +302,11 @@ where
             return Ok(true);
         };
         tracing::info!(image = %image, "prefetching the OS image while the node still serves");
-        // The backend reports per-layer progress as tracing events itself.
+        // The backend logs progress itself; the metrics get bytes and layers done of total.
+        let metrics = self.metrics.clone();
+        let progress: crate::os::ProgressFn = Arc::new(move |p| metrics.os_pull_progress(p));
         tokio::select! {
-            r = self.os.prefetch(&image, None) => {
+            r = self.os.prefetch(&image, Some(progress)) => {
                 match r {
                     Ok(report) => {
                         self.metrics.bytes_prefetched.inc_by(report.bytes_fetched);

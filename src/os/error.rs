@@ -17,6 +17,8 @@ pub enum PullErrorKind {
     Corrupt,
     /// The image has no `ostree.bootable` / `containers.bootc` label: it is not an OS image.
     NotBootable,
+    /// The download stopped midway (connection reset, the stream ended early): worth retrying.
+    Interrupted,
     /// The sysroot's filesystem is too small for the image: found before fetching (the disk
     /// preflight) or when a write failed with ENOSPC / ostree's min-free-space.
     NoSpace,
@@ -63,6 +65,7 @@ impl fmt::Display for PullError {
                 "it is not a bootable OS image (no ostree.bootable label)"
             }
             PullErrorKind::NoSpace => "not enough disk space",
+            PullErrorKind::Interrupted => "the download was interrupted",
             PullErrorKind::Other => "the import failed",
         };
         write!(f, "Cannot pull OS image {image}: {what} ({})", self.detail)?;
@@ -127,13 +130,19 @@ impl PullError {
             "does not match",
             "invalid digest",
             "corrupt",
-            "unexpected eof",
             "invalid gzip",
         ]) {
             PullErrorKind::Corrupt
         } else if has(&[
-            "connection refused",
+            "unexpected eof",
             "connection reset",
+            "broken pipe",
+            // Go's net/http when the connection closed before the response: `Get "…": EOF`.
+            "\": eof",
+        ]) {
+            PullErrorKind::Interrupted
+        } else if has(&[
+            "connection refused",
             "no such host",
             "i/o timeout",
             "network is unreachable",
@@ -263,6 +272,14 @@ mod tests {
         assert_eq!(
             classify("min-free-space-percent '3%' would be exceeded, at least 1.2 GB requested"),
             PullErrorKind::NoSpace
+        );
+        assert_eq!(
+            classify("Get \"http://127.0.0.1:1/v2/os/blobs/sha256:ab\": EOF"),
+            PullErrorKind::Interrupted
+        );
+        assert_eq!(
+            classify("failed to invoke method FinishPipe: unexpected EOF"),
+            PullErrorKind::Interrupted
         );
     }
 }

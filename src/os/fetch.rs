@@ -305,7 +305,7 @@ pub(crate) async fn fetch_layers(
             let result = tokio::select! {
                 r = worker(shared, n, &mut base_ready) => r,
                 Ok(_) = abort.wait_for(|a| *a) => Ok(()),
-                Ok(_) = cancel.wait_for(|c| *c) => Err(anyhow!("cancelled (the daemon is stopping)")),
+                Ok(_) = cancel.wait_for(|c| *c) => Err(anyhow!("stopped: the daemon is stopping")),
             };
             if let Err(e) = result {
                 first_error.borrow_mut().get_or_insert(e);

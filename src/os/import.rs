@@ -3,14 +3,13 @@
 //! fetches them several at a time, and `ImageImporter::import` writes the merged image commit.
 //! A pull that fails or is cancelled midway removes what it wrote and says how far it got.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ostree_ext::container::store::{ImageImporter, LayeredImageState, PrepareResult, PreparedImport};
 use ostree_ext::container::{OstreeImageReference, SignatureSource, Transport};
 use ostree_ext::ostree::{self, gio};
-use ostree_ext::prelude::*;
 use tokio::sync::watch;
 
 use super::error::{PartialPull, PullError, PullErrorKind};
@@ -52,6 +51,7 @@ pub(crate) fn parse_image(image: &str) -> Result<OstreeImageReference> {
 /// Pull every missing layer of `image` into `repo`, reporting progress.
 pub(crate) async fn import_image(
     repo: &ostree::Repo,
+    repo_path: &Path,
     image: &str,
     node_root: &Path,
     opts: &PullOptions,
@@ -102,13 +102,12 @@ pub(crate) async fn import_image(
         }
     }
     let (jobs, compressions) = layer_jobs(&prep);
-    let repo_path = repo_path(repo)?;
     let needed = SpaceNeeded::estimate(
         jobs.iter()
             .zip(&compressions)
             .map(|(j, c)| (j.descriptor.size(), *c)),
     );
-    let free = preflight::free_space(&repo_path, Some(&repo.config()))?;
+    let free = preflight::free_space(repo_path, Some(&repo.config()))?;
     tracing::info!(
         image,
         digest = %prep.manifest_digest,
@@ -120,7 +119,7 @@ pub(crate) async fn import_image(
         concurrency = opts.concurrency,
         "fetching OS image layers"
     );
-    if let Err(short) = preflight::check(needed, free, &repo_path) {
+    if let Err(short) = preflight::check(needed, free, repo_path) {
         return Err(anyhow::Error::new(PullError {
             kind: PullErrorKind::NoSpace,
             image: image.to_string(),
@@ -137,7 +136,7 @@ pub(crate) async fn import_image(
     let pulled: Result<Box<LayeredImageState>> = async {
         if parallel {
             let ctx = FetchContext {
-                repo_path: repo_path.clone(),
+                repo_path: repo_path.to_path_buf(),
                 image_ref: fetch::pinned_reference(
                     &imgref.imgref,
                     &prep.manifest_digest.to_string(),
@@ -163,7 +162,7 @@ pub(crate) async fn import_image(
         let import = import_reporting_progress(importer, prep, &tracker, progress.as_ref());
         tokio::select! {
             r = import => r,
-            Ok(_) = cancel.wait_for(|c| *c) => Err(anyhow!("cancelled (the daemon is stopping)")),
+            Ok(_) = cancel.wait_for(|c| *c) => Err(anyhow!("stopped: the daemon is stopping")),
         }
     }
     .await;
@@ -281,10 +280,4 @@ async fn forget_partial_pull(repo: &ostree::Repo, jobs: &[LayerJob], tracker: &P
         }
         Err(e) => tracing::warn!(error = %e, "could not prune after the failed pull"),
     }
-}
-
-fn repo_path(repo: &ostree::Repo) -> Result<PathBuf> {
-    repo.path()
-        .path()
-        .ok_or_else(|| anyhow!("the ostree repo has no local path"))
 }

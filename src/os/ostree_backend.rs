@@ -374,9 +374,15 @@ pub(crate) async fn execute(
                     concurrency: options.pull_concurrency,
                     cancel,
                 };
-                let (report, _) =
-                    import::import_image(&sysroot.repo(), &image, &options.node_root, &pull, progress)
-                        .await?;
+                let (report, _) = import::import_image(
+                    &sysroot.repo(),
+                    &repo_path(&options),
+                    &image,
+                    &options.node_root,
+                    &pull,
+                    progress,
+                )
+                .await?;
                 Ok(Outcome::Prefetch(report))
             }
             Operation::Stage { change } => Ok(Outcome::Stage(
@@ -386,6 +392,11 @@ pub(crate) async fn execute(
         }
     })
     .await
+}
+
+/// The sysroot's repo by path (what the preflight reports and each layer worker opens).
+fn repo_path(options: &OstreeBackendOptions) -> PathBuf {
+    options.sysroot.join("ostree/repo")
 }
 
 fn cleanup_locked(sysroot: &ostree::Sysroot) -> Result<CleanupReport> {
@@ -615,9 +626,16 @@ async fn stage_locked(
                 None => {
                     tracing::info!(image, "image not prefetched; pulling it now");
                     let pull = PullOptions::uncancellable(options.pull_concurrency);
-                    import::import_image(&repo, image, &options.node_root, &pull, None)
-                        .await?
-                        .1
+                    import::import_image(
+                        &repo,
+                        &repo_path(options),
+                        image,
+                        &options.node_root,
+                        &pull,
+                        None,
+                    )
+                    .await?
+                    .1
                 }
             };
             let origin = glib::KeyFile::new();
