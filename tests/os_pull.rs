@@ -115,7 +115,11 @@ fn refs(sysroot: &Path) -> Vec<String> {
         .arg("refs")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut refs: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -139,7 +143,11 @@ fn tree_listing(sysroot: &Path, commit: &str) -> String {
         .args(["ls", "-R", "-C", commit])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -170,7 +178,11 @@ async fn chunked_layers_are_fetched_in_parallel_with_the_result_of_a_serial_pull
     // 150 kB/s per connection: a layer takes long enough that overlapping fetches show in the progress.
     let net = Net::chunked("par", slow_link(150_000)).await?;
     let base = &net.images.base;
-    assert!(base.layers.len() >= 8, "a chunked image: {} layers", base.layers.len());
+    assert!(
+        base.layers.len() >= 8,
+        "a chunked image: {} layers",
+        base.layers.len()
+    );
 
     let mut checksums = Vec::new();
     for (concurrency, image) in [
@@ -183,9 +195,18 @@ async fn chunked_layers_are_fetched_in_parallel_with_the_result_of_a_serial_pull
         let report = backend.prefetch(&image, Some(progress.callback())).await?;
         assert_eq!(report.layers_fetched, base.layers.len());
         assert_eq!(report.bytes_fetched, base.total_layer_bytes());
-        let last = progress.events().last().cloned().expect("progress was reported");
+        let last = progress
+            .events()
+            .last()
+            .cloned()
+            .expect("progress was reported");
         assert_eq!(
-            (last.bytes_done, last.bytes_total, last.layers_done, last.layers_total),
+            (
+                last.bytes_done,
+                last.bytes_total,
+                last.layers_done,
+                last.layers_total
+            ),
             (
                 base.total_layer_bytes(),
                 base.total_layer_bytes(),
@@ -195,9 +216,15 @@ async fn chunked_layers_are_fetched_in_parallel_with_the_result_of_a_serial_pull
         );
         let in_flight = progress.most_layers_in_flight();
         if concurrency == 1 {
-            assert!(in_flight <= 1, "one at a time, yet {in_flight} layers were in flight");
+            assert!(
+                in_flight <= 1,
+                "one at a time, yet {in_flight} layers were in flight"
+            );
         } else {
-            assert!(in_flight >= 2, "{concurrency} workers, but at most {in_flight} layer in flight");
+            assert!(
+                in_flight >= 2,
+                "{concurrency} workers, but at most {in_flight} layer in flight"
+            );
         }
         let d = deployed(
             backend
@@ -207,7 +234,10 @@ async fn chunked_layers_are_fetched_in_parallel_with_the_result_of_a_serial_pull
                 })
                 .await?,
         );
-        assert_eq!(d.image_digest.as_deref(), Some(base.manifest_digest.as_str()));
+        assert_eq!(
+            d.image_digest.as_deref(),
+            Some(base.manifest_digest.as_str())
+        );
         fsck(sysroot.path());
         assert!(
             sysroot
@@ -272,10 +302,20 @@ async fn a_pull_cut_off_midway_leaves_no_layer_refs_and_a_retry_completes() -> R
     assert_eq!(pe.kind, PullErrorKind::Interrupted, "{err:#}");
     let fetched = pe.fetched.expect("says how far it got");
     assert_eq!(fetched.bytes_total, total);
-    assert!(fetched.bytes < total && fetched.layers < fetched.layers_total, "{fetched:?}");
+    assert!(
+        fetched.bytes < total && fetched.layers < fetched.layers_total,
+        "{fetched:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("fetched") && msg.contains("removed again"), "{msg}");
-    assert_eq!(refs(sysroot.path()), refs_before, "no layer refs left behind");
+    assert!(
+        msg.contains("fetched") && msg.contains("removed again"),
+        "{msg}"
+    );
+    assert_eq!(
+        refs(sysroot.path()),
+        refs_before,
+        "no layer refs left behind"
+    );
 
     // The network is back: the retry pulls everything and the repo is sound.
     net.link.set_model(slow_link(50_000_000));
@@ -287,10 +327,7 @@ async fn a_pull_cut_off_midway_leaves_no_layer_refs_and_a_retry_completes() -> R
 
 /// Run `work` in a thread with a private mount namespace where `dir` is a tmpfs of `mib` MiB (nothing
 /// is mounted for the rest of the machine; the mount goes away with the thread).
-fn on_small_disk<T: Send>(
-    mib: u64,
-    work: impl FnOnce(&Path) -> Result<T> + Send,
-) -> Result<T> {
+fn on_small_disk<T: Send>(mib: u64, work: impl FnOnce(&Path) -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             use nix::mount::{MsFlags, mount};
@@ -347,7 +384,8 @@ fn an_image_that_cannot_fit_is_refused_before_anything_is_fetched() -> Result<()
     node.trust_insecure_registry(&registry)?;
     on_small_disk(48, |disk| {
         let sysroot = SandboxSysroot::create_at(&disk.join("sysroot"), "default")?;
-        let backend = OstreeBackend::new(OstreeBackendOptions::sandbox(sysroot.path(), node.path()));
+        let backend =
+            OstreeBackend::new(OstreeBackendOptions::sandbox(sysroot.path(), node.path()));
         let before = (sysroot.snapshot()?, refs(sysroot.path()));
         let mark = registry.mark()?;
         let err = block_on(backend.prefetch(&registry.image("os", "big"), None))
@@ -367,10 +405,23 @@ fn an_image_that_cannot_fit_is_refused_before_anything_is_fetched() -> Result<()
         let layer_gets: Vec<_> = registry
             .access_log_since(mark)?
             .into_iter()
-            .filter(|e| e.is_blob_get() && big.layers.iter().any(|l| Some(l.digest.as_str()) == e.digest()))
+            .filter(|e| {
+                e.is_blob_get()
+                    && big
+                        .layers
+                        .iter()
+                        .any(|l| Some(l.digest.as_str()) == e.digest())
+            })
             .collect();
-        assert!(layer_gets.is_empty(), "no layer was fetched: {layer_gets:?}");
-        assert_eq!((sysroot.snapshot()?, refs(sysroot.path())), before, "nothing written");
+        assert!(
+            layer_gets.is_empty(),
+            "no layer was fetched: {layer_gets:?}"
+        );
+        assert_eq!(
+            (sysroot.snapshot()?, refs(sysroot.path())),
+            before,
+            "nothing written"
+        );
         Ok(())
     })
 }
@@ -394,7 +445,8 @@ fn a_pull_that_runs_out_of_space_midway_removes_what_it_wrote() -> Result<()> {
     node.trust_insecure_registry(&registry)?;
     on_small_disk(40, |disk| {
         let sysroot = SandboxSysroot::create_at(&disk.join("sysroot"), "default")?;
-        let backend = OstreeBackend::new(OstreeBackendOptions::sandbox(sysroot.path(), node.path()));
+        let backend =
+            OstreeBackend::new(OstreeBackendOptions::sandbox(sysroot.path(), node.path()));
         let free_before = free_bytes(disk);
         let refs_before = refs(sysroot.path());
         let err = block_on(backend.prefetch(&registry.image("os", "zeros"), None))
@@ -406,7 +458,11 @@ fn a_pull_that_runs_out_of_space_midway_removes_what_it_wrote() -> Result<()> {
         assert_eq!(fetched.layers_total, img.layers.len());
         assert!(fetched.layers < fetched.layers_total, "{fetched:?}");
         assert!(err.to_string().contains("removed again"), "{err}");
-        assert_eq!(refs(sysroot.path()), refs_before, "no layer refs left behind");
+        assert_eq!(
+            refs(sysroot.path()),
+            refs_before,
+            "no layer refs left behind"
+        );
         let free_after = free_bytes(disk);
         assert!(
             free_after + (1 << 20) >= free_before,
@@ -460,7 +516,13 @@ impl HelperScript {
 fn alive_now(pid: i32) -> bool {
     // A zombie is not alive: it has exited and waits to be reaped.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -497,7 +559,12 @@ fn group_alive_now(pgid: i32) -> bool {
             return false;
         };
         // Fields after the command: state ppid pgrp …
-        let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let rest: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         rest.get(2) == Some(&pgid.to_string().as_str()) && rest.first() != Some(&"Z")
     })
 }
@@ -546,7 +613,11 @@ async fn the_helper_process_does_the_ostree_work_and_status_is_cached_until_depl
     let progress = Progress::default();
     let report = backend.prefetch(&image, Some(progress.callback())).await?;
     assert_eq!(report.layers_fetched, 1);
-    let last = progress.events().last().cloned().expect("progress crosses the pipe");
+    let last = progress
+        .events()
+        .last()
+        .cloned()
+        .expect("progress crosses the pipe");
     assert_eq!((last.layers_done, last.layers_total), (1, 1));
     assert_eq!(script.starts(), 2);
 
@@ -560,7 +631,11 @@ async fn the_helper_process_does_the_ostree_work_and_status_is_cached_until_depl
     );
     assert_eq!(script.starts(), 3);
     let status = backend.status().await?;
-    assert_eq!(status.pending.as_ref().map(|p| p.id()), Some(d.id()), "a new status after the stage");
+    assert_eq!(
+        status.pending.as_ref().map(|p| p.id()),
+        Some(d.id()),
+        "a new status after the stage"
+    );
     assert_eq!(script.starts(), 4);
     assert_eq!(backend.status().await?, status);
     assert_eq!(script.starts(), 4, "nothing changed: the cached status");
@@ -570,7 +645,11 @@ async fn the_helper_process_does_the_ostree_work_and_status_is_cached_until_depl
         .args(["admin", "undeploy", "0", "--sysroot"])
         .arg(fx.sysroot.path())
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(backend.status().await?.pending, None);
     assert_eq!(script.starts(), 5);
 
@@ -633,7 +712,10 @@ async fn a_hung_helper_is_killed_with_its_children_and_tried_once_more() -> Resu
     assert_eq!(report.layers_fetched, 1);
     assert_eq!(once.starts(), 2);
     for pid in once.pids("sleepers").into_iter().chain(once.pids("starts")) {
-        assert!(!alive(pid), "process {pid} of the hung helper is still alive");
+        assert!(
+            !alive(pid),
+            "process {pid} of the hung helper is still alive"
+        );
     }
 
     let always = HelperScript::new(hang);
@@ -647,8 +729,15 @@ async fn a_hung_helper_is_killed_with_its_children_and_tried_once_more() -> Resu
         msg.contains("sent nothing for 1 s and was killed") && msg.contains("failed twice"),
         "{msg}"
     );
-    for pid in always.pids("sleepers").into_iter().chain(always.pids("starts")) {
-        assert!(!alive(pid), "process {pid} of the hung helper is still alive");
+    for pid in always
+        .pids("sleepers")
+        .into_iter()
+        .chain(always.pids("starts"))
+    {
+        assert!(
+            !alive(pid),
+            "process {pid} of the hung helper is still alive"
+        );
     }
     Ok(())
 }
@@ -682,7 +771,10 @@ async fn dropping_a_pull_stops_its_helper_which_removes_what_it_fetched() -> Res
     let helper = script.pids("starts")[0];
     assert!(!alive(helper), "the helper stopped");
     assert!(!group_alive(helper), "no skopeo of the helper is left");
-    assert!(layer_refs(sysroot.path()).is_empty(), "no layer refs left behind");
+    assert!(
+        layer_refs(sysroot.path()).is_empty(),
+        "no layer refs left behind"
+    );
 
     net.link.set_model(slow_link(50_000_000));
     let report = backend.prefetch(&net.base_via_link(), None).await?;

@@ -271,11 +271,7 @@ pub(crate) async fn fetch_layers(
         )
     });
     let queue = RefCell::new(order.into_iter().collect::<VecDeque<_>>());
-    let base_left = Cell::new(
-        jobs.iter()
-            .filter(|j| j.kind != LayerKind::Derived)
-            .count(),
-    );
+    let base_left = Cell::new(jobs.iter().filter(|j| j.kind != LayerKind::Derived).count());
     let base_commit = RefCell::new(ctx.base_commit.clone());
     let (base_ready_tx, base_ready) = watch::channel(base_left.get() == 0);
     let (abort_tx, abort) = watch::channel(false);
@@ -364,7 +360,11 @@ impl Connection {
     }
 }
 
-async fn worker(shared: &Shared<'_>, n: usize, base_ready: &mut watch::Receiver<bool>) -> Result<()> {
+async fn worker(
+    shared: &Shared<'_>,
+    n: usize,
+    base_ready: &mut watch::Receiver<bool>,
+) -> Result<()> {
     let ctx = shared.ctx;
     let repo = ostree::Repo::new(&gio::File::for_path(&ctx.repo_path));
     repo.open(gio::Cancellable::NONE)
@@ -387,9 +387,17 @@ async fn worker(shared: &Shared<'_>, n: usize, base_ready: &mut watch::Receiver<
         let c = conn.as_ref().expect("connected above");
         tracing::debug!(worker = n, layer = %job.descriptor.digest(), "fetching layer");
         let base = shared.base_commit.borrow().clone();
-        let commit = fetch_one(ctx, c, &repo, job, &shared.tracker.layers[j], shared.tracker, base)
-            .await
-            .with_context(|| format!("Layer {}", job.descriptor.digest()))?;
+        let commit = fetch_one(
+            ctx,
+            c,
+            &repo,
+            job,
+            &shared.tracker.layers[j],
+            shared.tracker,
+            base,
+        )
+        .await
+        .with_context(|| format!("Layer {}", job.descriptor.digest()))?;
         shared.tracker.finish_layer(j, shared.progress);
         if job.kind == LayerKind::Commit {
             *shared.base_commit.borrow_mut() = Some(commit.clone());
@@ -441,7 +449,8 @@ async fn fetch_one(
                 ostree_ext::tar::import_tar(repo, stream, Some(opts)).await
             }
             LayerKind::Derived => {
-                let base = base_commit.ok_or_else(|| anyhow!("no base commit for a derived layer"))?;
+                let base =
+                    base_commit.ok_or_else(|| anyhow!("no base commit for a derived layer"))?;
                 let opts = derived_layer_options(repo, &base)?;
                 let r = ostree_ext::tar::write_tar(
                     repo,
@@ -491,7 +500,10 @@ pub(crate) fn drop_ref(repo: &ostree::Repo, r: &str) {
 /// The options ostree-ext's importer gives `write_tar` for a derived layer (`store.rs`,
 /// `ImageImporter::import`): SELinux labels from the base commit's policy, content outside `/usr` only
 /// when the base has a transient root, `/var` kept as is with ostree ≥ 2024.3.
-fn derived_layer_options(repo: &ostree::Repo, base: &str) -> Result<ostree_ext::tar::WriteTarOptions> {
+fn derived_layer_options(
+    repo: &ostree::Repo,
+    base: &str,
+) -> Result<ostree_ext::tar::WriteTarOptions> {
     let mut opts = ostree_ext::tar::WriteTarOptions::default();
     opts.base = Some(base.to_string());
     opts.selinux = true;
@@ -506,7 +518,10 @@ fn root_is_transient(repo: &ostree::Repo, base: &str) -> Result<bool> {
     let (root, _) = repo
         .read_commit(base, gio::Cancellable::NONE)
         .context("Reading the base commit")?;
-    for path in ["etc/ostree/prepare-root.conf", "usr/lib/ostree/prepare-root.conf"] {
+    for path in [
+        "etc/ostree/prepare-root.conf",
+        "usr/lib/ostree/prepare-root.conf",
+    ] {
         let f = root.resolve_relative_path(path);
         if !f.query_exists(gio::Cancellable::NONE) {
             continue;

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use ostree_ext::container::store::{ImageImporter, LayeredImageState, PrepareResult, PreparedImport};
+use ostree_ext::container::store::{
+    ImageImporter, LayeredImageState, PrepareResult, PreparedImport,
+};
 use ostree_ext::container::{OstreeImageReference, SignatureSource, Transport};
 use ostree_ext::ostree::{self, gio};
 use tokio::sync::watch;
@@ -201,14 +203,20 @@ fn layer_jobs(prep: &PreparedImport) -> (Vec<LayerJob>, Vec<Option<Compression>>
     let mut jobs = Vec::new();
     let mut compressions = Vec::new();
     let groups = [
-        (std::slice::from_ref(&prep.ostree_commit_layer), LayerKind::Commit),
+        (
+            std::slice::from_ref(&prep.ostree_commit_layer),
+            LayerKind::Commit,
+        ),
         (&prep.ostree_layers[..], LayerKind::ObjectSet),
         (&prep.layers[..], LayerKind::Derived),
     ];
     for (states, kind) in groups {
         for state in states.iter().filter(|s| s.commit.is_none()) {
             let d = state.layer();
-            if jobs.iter().any(|j: &LayerJob| j.descriptor.digest() == d.digest()) {
+            if jobs
+                .iter()
+                .any(|j: &LayerJob| j.descriptor.digest() == d.digest())
+            {
                 continue;
             }
             let compression = Compression::of(d.media_type());

@@ -63,9 +63,9 @@ impl<R: AsyncBufRead + Unpin> LayerStream<R> {
     ) -> std::io::Result<Self> {
         let decoder = match compression {
             Compression::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
-            Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(
-                Vec::new(),
-            )?)),
+            Compression::Zstd => {
+                Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(Vec::new())?))
+            }
             Compression::None => Decoder::None,
         };
         Ok(Self {
@@ -171,7 +171,9 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
+        (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
     }
 
     #[tokio::test]

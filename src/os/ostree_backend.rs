@@ -123,7 +123,10 @@ impl OstreeBackend {
 
     /// The deployments of the sysroot `options` names, in order.
     async fn deployment_keys(options: &OstreeBackendOptions) -> Result<Vec<DeploymentKey>> {
-        match Self::new(options.clone()).run(Operation::Deployments, None).await? {
+        match Self::new(options.clone())
+            .run(Operation::Deployments, None)
+            .await?
+        {
             Outcome::Deployments(keys) => Ok(keys),
             other => Err(unexpected(other)),
         }
@@ -367,7 +370,11 @@ pub(crate) async fn execute(
                 Ok(Outcome::Status(view.status(&sysroot.repo())?))
             }
             Operation::Deployments => Ok(Outcome::Deployments(
-                sysroot.deployments().iter().map(DeploymentKey::of).collect(),
+                sysroot
+                    .deployments()
+                    .iter()
+                    .map(DeploymentKey::of)
+                    .collect(),
             )),
             Operation::Prefetch { image } => {
                 let pull = PullOptions {

@@ -98,7 +98,11 @@ impl fmt::Display for NotEnoughSpace {
 }
 
 /// The pure check.
-pub(crate) fn check(needed: SpaceNeeded, free: FreeSpace, path: &Path) -> Result<(), NotEnoughSpace> {
+pub(crate) fn check(
+    needed: SpaceNeeded,
+    free: FreeSpace,
+    path: &Path,
+) -> Result<(), NotEnoughSpace> {
     if needed.total() <= free.usable() {
         return Ok(());
     }
@@ -111,12 +115,19 @@ pub(crate) fn check(needed: SpaceNeeded, free: FreeSpace, path: &Path) -> Result
 
 /// `statvfs` of `path`, with ostree's reserve from the repo config (`core.min-free-space-size`, else
 /// `core.min-free-space-percent`, default 3%; ostree.repo-config(5)).
-pub(crate) fn free_space(path: &Path, repo_config: Option<&ostree_ext::glib::KeyFile>) -> Result<FreeSpace> {
+pub(crate) fn free_space(
+    path: &Path,
+    repo_config: Option<&ostree_ext::glib::KeyFile>,
+) -> Result<FreeSpace> {
     let st = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
     let frsize = st.f_frsize;
     let total = st.f_blocks.saturating_mul(frsize);
     let available = st.f_bavail.saturating_mul(frsize);
-    let get = |key: &str| repo_config.and_then(|c| c.string("core", key).ok()).map(|s| s.to_string());
+    let get = |key: &str| {
+        repo_config
+            .and_then(|c| c.string("core", key).ok())
+            .map(|s| s.to_string())
+    };
     // A non-zero size takes priority over the percentage (ostree.repo-config(5)).
     let reserved = match get("min-free-space-size").and_then(|s| parse_size(&s)) {
         Some(size) if size > 0 => size,

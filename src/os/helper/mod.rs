@@ -125,7 +125,8 @@ pub(crate) async fn call(
         }
     }
     let f = failure.expect("two attempts failed");
-    Err(anyhow::Error::new(f).context("The ostree operation failed twice in a row in its helper process"))
+    Err(anyhow::Error::new(f)
+        .context("The ostree operation failed twice in a row in its helper process"))
 }
 
 type Done = std::result::Result<Outcome, protocol::WireError>;
@@ -300,7 +301,11 @@ impl Drop for HelperGuard {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        tracing::warn!(pid = self.pid, "the ostree helper did not stop within {} s; killing it", STOP_GRACE.as_secs());
+        tracing::warn!(
+            pid = self.pid,
+            "the ostree helper did not stop within {} s; killing it",
+            STOP_GRACE.as_secs()
+        );
         self.signal_group(rustix::process::Signal::KILL);
         let _ = child.wait();
     }

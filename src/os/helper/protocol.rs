@@ -14,8 +14,12 @@ use crate::os::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Operation {
     Status,
-    Prefetch { image: String },
-    Stage { change: OsChange },
+    Prefetch {
+        image: String,
+    },
+    Stage {
+        change: OsChange,
+    },
     Cleanup,
     /// The sysroot's deployments in order (to pick the one a simulated boot treats as booted).
     Deployments,
@@ -89,7 +93,9 @@ mod tests {
 
     #[test]
     fn errors_keep_their_chain_and_pull_errors_their_type() {
-        let e = anyhow::anyhow!("root cause").context("middle").context("top");
+        let e = anyhow::anyhow!("root cause")
+            .context("middle")
+            .context("top");
         let back = WireError::from_error(&e).into_error();
         assert_eq!(format!("{back:#}"), "top: middle: root cause");
 
@@ -100,7 +106,8 @@ mod tests {
             chain: "disk preflight".into(),
             fetched: None,
         };
-        let wire = serde_json::to_string(&WireError::from_error(&anyhow::Error::new(pull))).unwrap();
+        let wire =
+            serde_json::to_string(&WireError::from_error(&anyhow::Error::new(pull))).unwrap();
         let back: WireError = serde_json::from_str(&wire).unwrap();
         let back = back.into_error();
         let p = back.downcast_ref::<PullError>().expect("still a PullError");

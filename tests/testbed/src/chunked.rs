@@ -109,7 +109,10 @@ impl ImageLab {
     /// Build (or, when `cache` already holds this spec's images, reuse) a chunked base image and its
     /// z-stream update. Returns the lab the images live in.
     #[context("Building chunked images {}", spec.name)]
-    pub async fn chunked_cached(cache: &Path, spec: &ChunkedSpec) -> Result<(ImageLab, ChunkedImages)> {
+    pub async fn chunked_cached(
+        cache: &Path,
+        spec: &ChunkedSpec,
+    ) -> Result<(ImageLab, ChunkedImages)> {
         let marker = cache.join("images.json");
         if let Ok(bytes) = std::fs::read(&marker) {
             if let Ok(images) = serde_json::from_slice::<ChunkedImages>(&bytes) {

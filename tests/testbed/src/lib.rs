@@ -20,8 +20,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use dbus::PrivateBus;
 pub use chunked::{ChunkedImages, ChunkedSpec};
+pub use dbus::PrivateBus;
 pub use image::{BaseSpec, BlobInfo, BuiltImage, FileSpec, ImageLab, LayerSpec};
 pub use link::{Link, LinkModel};
 pub use registry::{AccessLogEntry, Credentials, LogMark, Registry};
