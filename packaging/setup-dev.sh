@@ -20,11 +20,13 @@ done
 # docker-registry (real registry on 127.0.0.1), dbus-daemon (private buses), e2fsprogs (debugfs).
 # Packaging tests: systemd (systemd-analyze verify, systemctl preset, systemd-tmpfiles on a temp
 # root; nothing is started), groff-base (renders the man pages), rpm (rpmspec parses the spec).
+# Benchmarks: podman (`make bench` compares our pulls with `podman pull`).
 packages=(
   build-essential pkg-config libglib2.0-dev libssl-dev libzstd-dev libostree-dev
   ostree skopeo util-linux docker-registry dbus-daemon dbus-bin e2fsprogs
   curl ca-certificates jq procps
   systemd groff-base rpm
+  podman
 )
 if [ "$want_vm" = 1 ]; then
   # qemu-system-x86 replaces a newer qemu-utils if the image has one; we do not use qemu-img.
