@@ -141,7 +141,7 @@ pub(crate) async fn import_image(
                 repo_path: repo_path.to_path_buf(),
                 image_ref: fetch::pinned_reference(
                     &imgref.imgref,
-                    &prep.manifest_digest.to_string(),
+                    prep.manifest_digest.as_ref(),
                 ),
                 proxy_config: &|| pull::proxy_config(node_root),
                 concurrency: opts.concurrency.max(1),

@@ -39,7 +39,7 @@ impl Compression {
 }
 
 enum Decoder {
-    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
     Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
     None,
 }
@@ -62,7 +62,9 @@ impl<R: AsyncBufRead + Unpin> LayerStream<R> {
         received: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let decoder = match compression {
-            Compression::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Compression::Gzip => {
+                Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Vec::new())))
+            }
             Compression::Zstd => {
                 Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(Vec::new())?))
             }

@@ -131,6 +131,7 @@ pub(crate) async fn call(
 
 type Done = std::result::Result<Outcome, protocol::WireError>;
 
+#[allow(clippy::large_enum_variant)]
 enum Line {
     Event(Event),
     Garbled(String),
@@ -277,8 +278,7 @@ impl HelperGuard {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.signal_group(rustix::process::Signal::KILL);
-        let status = self.child.take()?.wait().ok();
-        status
+        self.child.take()?.wait().ok()
     }
 }
 

@@ -25,7 +25,8 @@ pub(crate) enum Operation {
     Deployments,
 }
 
-/// What an [`Operation`] returns.
+/// What an [`Operation`] returns (one per call: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     Status(OsStatus),
@@ -46,6 +47,7 @@ pub(crate) struct Request {
 }
 
 /// What the helper reports while it works.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Event {
     /// The helper's ostree work is alive (sent every few seconds from the thread doing it).
