@@ -19,13 +19,15 @@ done
 # Runtime/tests: ostree + skopeo binaries (ostree-ext spawns them), setpriv (util-linux),
 # docker-registry (real registry on 127.0.0.1), dbus-daemon (private buses), e2fsprogs (debugfs).
 # Packaging tests: systemd (systemd-analyze verify, systemctl preset, systemd-tmpfiles on a temp
-# root; nothing is started), groff-base (renders the man pages), rpm (rpmspec parses the spec).
+# root; nothing is started), groff-base (renders the man pages), rpm (rpmspec parses the spec,
+# rpmbuild builds it, rpm --root installs it), dpkg-dev (dpkg-shlibdeps for the Debian package;
+# build-essential pulls it in too).
 # Benchmarks: podman (`make bench` compares our pulls with `podman pull`).
 packages=(
   build-essential pkg-config libglib2.0-dev libssl-dev libzstd-dev libostree-dev
   ostree skopeo util-linux docker-registry dbus-daemon dbus-bin e2fsprogs
   curl ca-certificates jq procps
-  systemd groff-base rpm
+  systemd groff-base rpm dpkg-dev
   podman
 )
 if [ "$want_vm" = 1 ]; then

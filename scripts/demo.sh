@@ -70,7 +70,8 @@ first_line() {
 }
 
 say "starting kube-sim, a registry and a private D-Bus with a systemd test service"
-bg kube-sim "$kube_sim" --port 0 --kubeconfig "$work/kubeconfig"
+# TechPreviewNoUpgrade: the MachineConfigNode CRD with the image-mode status fields.
+bg kube-sim "$kube_sim" --port 0 --kubeconfig "$work/kubeconfig" --feature-set TechPreviewNoUpgrade
 api=$(first_line kube-sim)
 bg registry "$testbed" registry --dir "$work/registry"
 registry=$(first_line registry)
@@ -167,7 +168,9 @@ start_daemon 1
 sleep 1
 
 say "rolling rendered-worker-2 (layered image by digest + a file) to the node"
-k annotate node worker-0 --overwrite machineconfiguration.openshift.io/desiredConfig=rendered-worker-2 >/dev/null
+# As the MCO controller does for on-cluster layering: the desired config and the built image.
+k annotate node worker-0 --overwrite machineconfiguration.openshift.io/desiredConfig=rendered-worker-2 \
+  "machineconfiguration.openshift.io/desiredImage=$custom" >/dev/null
 for _ in $(seq 600); do
   grep -q 'machine-config-daemon-reboot' "$work/systemd/calls.log" 2>/dev/null && break
   kill -0 "${pids[daemon-1]}" 2>/dev/null || { echo "demo: the daemon exited" >&2; exit 1; }
@@ -197,6 +200,12 @@ k get events --field-selector involvedObject.name=worker-0 -o custom-columns=REA
 echo
 echo "MachineConfigNode conditions that are True:"
 k get machineconfignode worker-0 -o jsonpath='{range .status.conditions[?(@.status=="True")]}  {.type}: {.message}{"\n"}{end}'
+echo
+echo "The MachineConfigNode's spec and status (kubectl get machineconfignode worker-0 -o yaml; conditions below):"
+k get machineconfignode worker-0 -o yaml | sed -n '/^spec:/,$p' \
+  | awk '/^  conditions:/ {skip=1; print "  conditions: [...]"; next} skip && /^  [a-zA-Z]/ {skip=0} !skip' | cut -c1-150
+echo "Its conditions (after Updated=True the others read \"Action during update to …\"):"
+k get machineconfignode worker-0 -o jsonpath='{range .status.conditions[*]}  {.type}={.status} ({.reason}): {.message}{"\n"}{end}' | cut -c1-150
 echo
 echo "The sysroot's deployments (a sandbox: nothing is booted from it for real; Pending is what the"
 echo "simulated boot runs, Rollback the previous deployment, kept):"

@@ -2,8 +2,8 @@
 //! (127.0.0.1:8797 by default, as the MCD, behind kube-rbac-proxy in a cluster).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -58,14 +58,17 @@ pub struct Metrics {
     pub drain_blocked_seconds: Gauge<f64, AtomicU64>,
     pub reboots_requested: Counter,
     pub updates_completed: Counter,
-    // OS image pull progress: the pull in progress, else the last one (bytes are compressed layer bytes
-    // of the layers the pull fetches, not those already on the node).
-    pub os_pull_fetched_bytes: Gauge,
-    pub os_pull_bytes: Gauge,
-    pub os_pull_fetched_layers: Gauge,
-    pub os_pull_layers: Gauge,
+    /// The OS image pull in progress: compressed bytes downloaded and to download (both 0 when
+    /// none is running).
+    pub image_pull_bytes_done: Gauge,
+    pub image_pull_bytes_total: Gauge,
+    /// The same in layers.
+    pub image_pull_layers_done: Gauge,
+    pub image_pull_layers_total: Gauge,
     /// Unix seconds of the driver loop's last turn (for `/healthz`).
     heartbeat: AtomicI64,
+    /// `cannot reach the API server at URL: cause` while the last request to it failed.
+    api_problem: Mutex<Option<String>>,
 }
 
 fn now_secs() -> f64 {
@@ -98,11 +101,12 @@ impl Metrics {
             drain_blocked_seconds: Gauge::default(),
             reboots_requested: Counter::default(),
             updates_completed: Counter::default(),
-            os_pull_fetched_bytes: Gauge::default(),
-            os_pull_bytes: Gauge::default(),
-            os_pull_fetched_layers: Gauge::default(),
-            os_pull_layers: Gauge::default(),
+            image_pull_bytes_done: Gauge::default(),
+            image_pull_bytes_total: Gauge::default(),
+            image_pull_layers_done: Gauge::default(),
+            image_pull_layers_total: Gauge::default(),
             heartbeat: AtomicI64::new(0),
+            api_problem: Mutex::new(None),
         };
         m.registry.register(
             "mcd_host_os_and_version",
@@ -159,36 +163,27 @@ impl Metrics {
             "updates that reached Done",
             m.updates_completed.clone(),
         );
-        // OS image pull progress.
         m.registry.register(
-            "mcd_os_pull_fetched_bytes",
-            "compressed bytes fetched so far by the current (or last) OS image pull",
-            m.os_pull_fetched_bytes.clone(),
+            "mcd_image_pull_bytes_done",
+            "compressed bytes of the OS image layers downloaded so far by the pull in progress",
+            m.image_pull_bytes_done.clone(),
         );
         m.registry.register(
-            "mcd_os_pull_bytes",
-            "compressed bytes the current (or last) OS image pull fetches",
-            m.os_pull_bytes.clone(),
+            "mcd_image_pull_bytes_total",
+            "compressed bytes of the OS image layers the pull in progress downloads (0: no pull)",
+            m.image_pull_bytes_total.clone(),
         );
         m.registry.register(
-            "mcd_os_pull_fetched_layers",
-            "layers fetched so far by the current (or last) OS image pull",
-            m.os_pull_fetched_layers.clone(),
+            "mcd_image_pull_layers_done",
+            "OS image layers the pull in progress has downloaded and imported",
+            m.image_pull_layers_done.clone(),
         );
         m.registry.register(
-            "mcd_os_pull_layers",
-            "layers the current (or last) OS image pull fetches",
-            m.os_pull_layers.clone(),
+            "mcd_image_pull_layers_total",
+            "OS image layers the pull in progress downloads (0: no pull)",
+            m.image_pull_layers_total.clone(),
         );
         m
-    }
-
-    /// Progress of an OS image pull.
-    pub fn os_pull_progress(&self, p: &crate::os::FetchProgress) {
-        self.os_pull_fetched_bytes.set(p.bytes_done as i64);
-        self.os_pull_bytes.set(p.bytes_total as i64);
-        self.os_pull_fetched_layers.set(p.layers_done as i64);
-        self.os_pull_layers.set(p.layers_total as i64);
     }
 
     /// `mcd_state{state,reason}` = now (the MCD's timestamp semantics).
@@ -228,6 +223,19 @@ impl Metrics {
     /// The driver loop is alive.
     pub fn beat(&self) {
         self.heartbeat.store(now_secs() as i64, Ordering::Relaxed);
+    }
+
+    /// The API server cannot be reached (`Some(why)`, one sentence), or answers again (`None`).
+    pub fn set_api_problem(&self, problem: Option<String>) {
+        *self.api_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// Why the API server cannot be reached, while it cannot.
+    pub fn api_problem(&self) -> Option<String> {
+        self.api_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Text exposition format.
@@ -285,14 +293,20 @@ fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         ),
-        "/healthz" if metrics.healthy(HEALTH_MAX_AGE) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_string())
-        }
-        "/healthz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "the update loop has not run recently\n".to_string(),
-        ),
+        "/healthz" => match (metrics.api_problem(), metrics.healthy(HEALTH_MAX_AGE)) {
+            // The most useful thing to say first: nothing works without the API server.
+            (Some(problem), _) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{problem}\n"),
+            ),
+            (None, true) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            (None, false) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the update loop has not run recently\n".to_string(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -371,6 +385,20 @@ mod tests {
             "{metrics}"
         );
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        // An unreachable API server is what /healthz says, whatever the loop does.
+        m.set_api_problem(Some(
+            "cannot reach the API server at https://api:6443/: connection refused".into(),
+        ));
+        let health = get("/healthz").await;
+        assert!(
+            health.starts_with("HTTP/1.1 503")
+                && health.ends_with(
+                    "\r\n\r\ncannot reach the API server at https://api:6443/: connection refused\n"
+                ),
+            "{health}"
+        );
+        m.set_api_problem(None);
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         task.abort();
     }
 }

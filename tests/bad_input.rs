@@ -1,6 +1,9 @@
 //! The hostile-input corpus (`tests/fixtures/bad/`): every broken or malicious MachineConfig or policy gives
 //! its documented exit code and a clear one-line reason, and writes nothing on the node root.
 //!
+//! A node root in the way of a valid config (a symlinked parent, a directory where a file goes) exits 1
+//! naming the root, not the input file.
+//!
 //! Each fixture starts with `# expect-exit: N`, `# expect: <fragment of the message>` and optionally
 //! `# setup: <symlink|mkdir|file> …` (for inputs that are only bad on a particular node); fixtures that
 //! cannot carry comments have a sibling `.expect` file.
@@ -158,12 +161,35 @@ fn hostile_inputs_are_rejected_clearly_and_write_nothing() {
                     problems.push("invalid input printed a plan".into());
                 }
             }
+            // A node root in the way of a valid config: the root is named, not the input file.
+            1 => {
+                if stderr.lines().count() != 1 || !stderr.contains(&case.expect) {
+                    problems.push(format!(
+                        "expected one line with {:?} on stderr, got {:?}",
+                        case.expect, stderr
+                    ));
+                }
+                let want = format!(
+                    "error: the node root {} is in the way: ",
+                    root.path().display()
+                );
+                if !stderr.starts_with(&want) || !stderr.trim_end().ends_with("nothing was written")
+                {
+                    problems.push(format!("stderr {:?} does not name the root", stderr.trim()));
+                }
+            }
             3 => {
+                // The same document as a successful apply, saying nothing was written.
                 let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
-                if v["reconcilable"] != false {
+                if v["plan"]["reconcilable"] != false || v["written"] != false {
                     problems.push(format!("not reported unreconcilable: {stdout}"));
                 }
-                let reasons: Vec<String> = v["unreconcilable"]
+                if v["operations"] != serde_json::json!([])
+                    || v["actionsOwed"] != serde_json::json!([])
+                {
+                    problems.push(format!("an unreconcilable apply lists work: {stdout}"));
+                }
+                let reasons: Vec<String> = v["plan"]["unreconcilable"]
                     .as_array()
                     .map(|a| {
                         a.iter()
@@ -180,7 +206,7 @@ fn hostile_inputs_are_rejected_clearly_and_write_nothing() {
                 if !reasons.iter().any(|r| r.contains(&case.expect)) {
                     problems.push(format!(
                         "the unreconcilable reasons lack {:?}: {}",
-                        case.expect, v["unreconcilable"]
+                        case.expect, v["plan"]["unreconcilable"]
                     ));
                 }
             }

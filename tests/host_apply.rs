@@ -20,7 +20,12 @@ fn first_apply_writes_everything_and_keeps_originals() {
     let text = stdout(&out);
     assert!(text.contains("Plan: (none) -> rendered-worker-1"), "{text}");
     assert!(text.contains("Post-config action owed: Reboot"), "{text}");
-    assert!(text.contains("the OS part of the plan"), "{text}");
+    assert!(
+        text.contains("OS: not changed: the root is not an ostree sysroot (give --sysroot DIR)"),
+        "{text}"
+    );
+    // The daemon's state holds the config (secrets included): root's only, as the man page says.
+    assert_eq!(root.mode("etc/machine-config-daemon"), 0o700);
 
     // Files: contents, mode, owners (names from the root's passwd, not this machine's).
     assert_eq!(
@@ -267,7 +272,7 @@ fn validate_reports_every_mismatch() {
     root.write("etc/kubernetes/kubelet-ca.crt", "rotated\n", 0o644);
 
     let out = root.run(&["validate", "--config", MC1_ABS.as_str()]);
-    assert_code(&out, 1);
+    assert_code(&out, 4);
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     assert_eq!(
         lines,
@@ -279,12 +284,27 @@ fn validate_reports_every_mismatch() {
             "unit \"nm-cloud-setup.service\" is not masked",
             "unit \"zincati.service\" enabled but should be disabled",
             "content mismatch for file \"/home/core/.ssh/authorized_keys.d/ignition\"",
+            "The node does not match MachineConfig rendered-worker-1: 7 mismatches (7 files, 5 units, 2 dropins, core's SSH keys checked)",
         ]
     );
 
-    // A re-apply repairs all of it.
-    assert_code(&root.run(&["apply", "--desired", MC1_ABS.as_str()]), 0);
-    assert_code(&root.run(&["validate"]), 0);
+    // A re-apply repairs all of it, and says the config did not change but the node had drifted.
+    let out = root.run(&["apply", "--desired", MC1_ABS.as_str()]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("  no change: the desired config is the current one\n")
+            && text.contains(
+                "Host: the node had drifted from rendered-worker-1; 8 operations restored it:\n"
+            ),
+        "{text}"
+    );
+    let out = root.run(&["validate"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "The node matches MachineConfig rendered-worker-1 (7 files, 5 units, 2 dropins, core's SSH keys checked)\n"
+    );
 }
 
 static MC1_ABS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| mc("worker-1.yaml"));
@@ -320,15 +340,22 @@ fn no_core_user_skips_ssh_and_password() {
     // legacy config, which has no core-owned file.
     let out = root.run(&["apply", "--desired", &mc("ign22-worker.yaml")]);
     assert_code(&out, 0);
-    assert!(stderr(&out).contains("no user core"), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("SSH keys skipped"),
-        "{}",
-        stdout(&out)
+    // Each skipped part is said once, in one wording, on stderr; stdout is the report.
+    assert_eq!(
+        stderr(&out),
+        "warning: core's SSH keys were not written: there is no user core in the node's /etc/passwd (config=rendered-worker-legacy)\n"
     );
+    assert!(!stdout(&out).contains("no user core"), "{}", stdout(&out));
     assert!(!root.exists("var/home/core/.ssh"));
     assert_eq!(root.read("etc/shadow"), SHADOW);
     assert!(root.exists("etc/sysconfig/crio-network"));
+    // validate does not claim what it could not check.
+    let out = root.run(&["validate"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "The node matches MachineConfig rendered-worker-legacy in what could be checked (2 files, 1 unit, 0 dropins); not checked: core's SSH keys: there is no user core in the node's /etc/passwd\n"
+    );
 }
 
 /// A `~core/.ssh` that core does not own is replaced (OCPBUGS-11832).

@@ -1,5 +1,6 @@
-//! Every bad input to `apply` ends with one clear line and exit 2 (or 1 for the node's own limits) —
-//! and nothing written: a full snapshot of the root is compared before and after.
+//! Every bad input to `apply` ends with one clear line and exit 2 (or 1 for the node's own limits, and
+//! for a node root in the way of a valid config, where the root is named rather than the input) — and
+//! nothing written: a full snapshot of the root is compared before and after.
 
 mod common;
 
@@ -60,6 +61,27 @@ fn expect_rejected(c: &Case, code: i32, want: &str) -> String {
     err
 }
 
+/// The config is fine but the node root is in the way: exit 1, the root named, the field that needed
+/// the path, and nothing written.
+fn expect_in_the_way(c: &Case, why: &str, field: &str) -> String {
+    let err = expect_rejected(c, 1, why);
+    assert!(
+        err.starts_with(&format!(
+            "error: the node root {} is in the way: ",
+            c.root.path().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "(needed for {field} of {}); nothing was written",
+            c.cfg.display()
+        )),
+        "{err}"
+    );
+    err
+}
+
 #[test]
 fn traversal_is_rejected() {
     let c = case(&files("      - path: /etc/../usr/bin/kubelet\n"));
@@ -88,10 +110,10 @@ fn symlinked_parent_pointing_outside_the_root_is_not_followed() {
         "      - path: /etc/evil/cron.d/job\n        contents:\n          source: data:,owned\n",
     ));
     c.root.symlink(outside.path().to_str().unwrap(), "etc/evil");
-    let err = expect_rejected(
+    let err = expect_in_the_way(
         &c,
-        2,
-        "spec.config.storage.files[16].path: parent directory \"/etc/evil\" is a symlink (to",
+        "parent directory \"/etc/evil\" is a symlink (to",
+        "spec.config.storage.files[16].path",
     );
     assert!(err.contains("refusing to follow it"), "{err}");
     assert_eq!(
@@ -105,10 +127,10 @@ fn symlinked_parent_pointing_outside_the_root_is_not_followed() {
 fn relative_symlink_escaping_the_root_is_not_followed() {
     let c = case(&files("      - path: /var/lib/up/x\n"));
     c.root.symlink("../../..", "var/lib/up");
-    expect_rejected(
+    expect_in_the_way(
         &c,
-        2,
-        "spec.config.storage.files[16].path: parent directory \"/var/lib/up\" is a symlink (to \"../../..\")",
+        "parent directory \"/var/lib/up\" is a symlink (to \"../../..\")",
+        "spec.config.storage.files[16].path",
     );
 }
 
@@ -120,10 +142,10 @@ fn home_symlink_pointing_outside_is_not_followed() {
     );
     std::fs::remove_file(c.root.p("home")).unwrap();
     c.root.symlink(outside.path().to_str().unwrap(), "home");
-    expect_rejected(
+    expect_in_the_way(
         &c,
-        2,
-        "spec.config.passwd.users[0].sshAuthorizedKeys: \"/home\" is a symlink to",
+        "\"/home\" is a symlink to",
+        "spec.config.passwd.users[0].sshAuthorizedKeys",
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
@@ -161,20 +183,20 @@ fn bad_mode_is_rejected() {
 #[test]
 fn path_that_is_a_directory_is_rejected() {
     let c = case(&files("      - path: /etc/containers\n"));
-    expect_rejected(
+    expect_in_the_way(
         &c,
-        2,
-        "spec.config.storage.files[16].path: \"/etc/containers\" is a directory on the node",
+        "\"/etc/containers\" is a directory on the node",
+        "spec.config.storage.files[16].path",
     );
 }
 
 #[test]
 fn file_where_a_directory_is_needed_is_rejected() {
     let c = case(&files("      - path: /etc/chrony.conf/x\n"));
-    expect_rejected(
+    expect_in_the_way(
         &c,
-        2,
-        "spec.config.storage.files[16].path: parent \"/etc/chrony.conf\" exists and is not a directory",
+        "parent \"/etc/chrony.conf\" exists and is not a directory",
+        "spec.config.storage.files[16].path",
     );
 }
 
@@ -196,10 +218,10 @@ fn enablement_blocked_by_a_regular_file_is_rejected() {
         "not a link",
         0o644,
     );
-    expect_rejected(
+    expect_in_the_way(
         &c,
-        2,
-        "spec.config.systemd.units[0].enabled: cannot enable app.service: \"/etc/systemd/system/multi-user.target.wants/app.service\" exists on the node and is not a symlink",
+        "cannot enable app.service: \"/etc/systemd/system/multi-user.target.wants/app.service\" exists on the node and is not a symlink",
+        "spec.config.systemd.units[0].enabled",
     );
 }
 
@@ -232,7 +254,23 @@ fn missing_root_is_rejected() {
         .output()
         .unwrap();
     assert_code(&out, 2);
-    assert_eq!(stderr(&out), "--root: /nonexistent/root: not a directory\n");
+    assert_eq!(stderr(&out), "--root: /nonexistent/root: does not exist\n");
+    // A file is not a root either; the same exit code.
+    let out = std::process::Command::new(BIN)
+        .args(["apply", "--root"])
+        .arg(fixture("worker-1.yaml"))
+        .arg("--desired")
+        .arg(fixture("worker-1.yaml"))
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "--root: {}: not a directory\n",
+            fixture("worker-1.yaml").display()
+        )
+    );
 }
 
 /// A second apply while one holds the root fails instead of interleaving.

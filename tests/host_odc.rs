@@ -48,7 +48,7 @@ fn invalid_current_config_names_the_file_and_field() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}/etc/machine-config-daemon/currentconfig: spec.kernelType: unknown kernel type \"turbo\" (use default, realtime or 64k-pages)",
+            "{}/etc/machine-config-daemon/currentconfig: spec.kernelType: unknown kernel type \"turbo\" (use default, throughput, realtime or 64k-pages; \"\" means default)",
             t.path().display()
         )
     );

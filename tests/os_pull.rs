@@ -203,9 +203,9 @@ async fn chunked_layers_are_fetched_in_parallel_with_the_result_of_a_serial_pull
         assert_eq!(
             (
                 last.bytes_done,
-                last.bytes_total,
+                last.bytes_to_fetch,
                 last.layers_done,
-                last.layers_total
+                last.layers_to_fetch
             ),
             (
                 base.total_layer_bytes(),
@@ -618,7 +618,7 @@ async fn the_helper_process_does_the_ostree_work_and_status_is_cached_until_depl
         .last()
         .cloned()
         .expect("progress crosses the pipe");
-    assert_eq!((last.layers_done, last.layers_total), (1, 1));
+    assert_eq!((last.layers_done, last.layers_to_fetch), (1, 1));
     assert_eq!(script.starts(), 2);
 
     let d = deployed(

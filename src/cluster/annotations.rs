@@ -187,7 +187,7 @@ impl<C: Cluster> AnnotationWriter<C> {
             return Ok(None);
         }
         let _guard = self.lock.lock().await;
-        tracing::debug!(node = self.cluster.node_name(), keys = ?changes.0.keys().collect::<Vec<_>>(), "writing node annotations");
+        tracing::debug!(node = self.cluster.node_name(), keys = %changes.0.keys().map(String::as_str).collect::<Vec<_>>().join(", "), "writing node annotations");
         Ok(Some(self.cluster.patch_node_annotations(&changes.0).await?))
     }
 

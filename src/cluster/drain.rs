@@ -449,7 +449,7 @@ impl<C: Cluster + 'static> Drainer<C> {
                     };
                     if first {
                         let info = blocked.lock().expect("lock")[&r].clone();
-                        tracing::warn!(pod = %r, pdb = ?info.pdb, "eviction blocked by a disruption budget; retrying");
+                        tracing::warn!(pod = %r, pdb = %info.pdb.as_deref().unwrap_or("(not named)"), "eviction blocked by a disruption budget; retrying");
                         if let Some(o) = &self.observer {
                             o.pod_blocked(&info);
                         }

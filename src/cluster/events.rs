@@ -37,6 +37,8 @@ pub enum EventReason {
     RemoveSigtermProtection,
     GotSigtermDuringUpdate,
     FailedFinalization,
+    /// Ours: OS image download progress (at most one per 10% or 30 s).
+    OSImagePullProgress,
 }
 
 impl EventReason {
@@ -71,6 +73,7 @@ impl EventReason {
             RemoveSigtermProtection => "RemoveSigtermProtection",
             GotSigtermDuringUpdate => "GotSigtermDuringUpdate",
             FailedFinalization => "FailedFinalization",
+            OSImagePullProgress => "OSImagePullProgress",
         }
     }
 }

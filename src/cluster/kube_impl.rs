@@ -326,6 +326,38 @@ impl Cluster for KubeCluster {
         }
     }
 
+    async fn apply_machine_config_node_spec(&self, spec: &Value) -> Result<Value> {
+        let ar = machine_config_node_resource();
+        let api = self.dynamic(&ar);
+        let body = json!({"apiVersion": ar.api_version, "kind": ar.kind, "metadata": {"name": self.node}, "spec": spec});
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&body);
+        let obj = self
+            .retry_when("apply MachineConfigNode spec", write_transient, || {
+                api.patch(&self.node, &params, &patch)
+            })
+            .await
+            .context("Applying the MachineConfigNode spec")?;
+        Ok(serde_json::to_value(obj)?)
+    }
+
+    async fn get_custom_resource_definition(&self, name: &str) -> Result<Option<Value>> {
+        let ar = resource(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+        );
+        let api = self.dynamic(&ar);
+        let obj = self
+            .retry_when("get CustomResourceDefinition", read_transient, || {
+                api.get_opt(name)
+            })
+            .await
+            .with_context(|| format!("Getting CustomResourceDefinition {name}"))?;
+        Ok(obj.map(serde_json::to_value).transpose()?)
+    }
+
     async fn apply_machine_config_node_status(&self, status: &Value) -> Result<Value> {
         let ar = machine_config_node_resource();
         let api = self.dynamic(&ar);

@@ -8,10 +8,12 @@
 
 pub mod annotations;
 pub mod client;
+pub mod controllerconfig;
 pub mod drain;
 pub mod events;
 mod kube_impl;
 pub mod mcn;
+pub mod policy_source;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -21,12 +23,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::Value;
 
 pub use annotations::{AnnotationWriter, NodeState};
-pub use client::{Credentials, connect};
+pub use client::{ApiEndpoint, Credentials, connect, connect_to};
+pub use controllerconfig::{ControllerConfigWatch, watch_controller_config};
 pub use drain::{DrainError, DrainOptions, DrainReport, Drainer};
 pub use events::{EventReason, NodeEvent};
 pub use kube_impl::KubeCluster;
 pub use mcn::{ConditionType, McnWriter};
-pub use watch::{NodeWatch, watch_node};
+pub use watch::{NodeWatch, WatchHealth, watch_node, watch_node_with};
 
 /// Errors a caller branches on; everything else is an `anyhow::Error` with context.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +118,25 @@ pub trait Cluster: Send + Sync {
         &self,
         status: &Value,
     ) -> impl Future<Output = anyhow::Result<Value>> + Send;
+
+    /// Server-side apply of our MachineConfigNode's `spec` (field manager `machine-config-daemon`).
+    fn apply_machine_config_node_spec(
+        &self,
+        spec: &Value,
+    ) -> impl Future<Output = anyhow::Result<Value>> + Send;
+
+    /// A CustomResourceDefinition as the cluster serves it (`None` when not installed): which
+    /// variant of the MachineConfigNode schema is served decides what the daemon writes there.
+    fn get_custom_resource_definition(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<Value>>> + Send;
 }
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "machine-config-daemon";
 
+#[cfg(test)]
+mod image_mode_sim_tests;
 #[cfg(test)]
 mod sim_tests;

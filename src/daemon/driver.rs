@@ -164,6 +164,8 @@ where
         // The watchdog wants a sign of life at least every WatchdogSec/2; the loop turns every 10 s.
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         let mut mcn_ready = false;
+        // A new ControllerConfig is synced like a node change (see `certsync`).
+        let mut controller_config = self.side.controller_config.clone();
         loop {
             let wake = tokio::select! {
                 biased;
@@ -174,6 +176,7 @@ where
                     }
                     Wake::Node
                 }
+                _ = changed_or_pending(&mut controller_config) => Wake::Node,
                 report = recv_drift(&mut self.drift) => Wake::Drift(report),
                 _ = sleep_until(retry_at) => Wake::Retry,
                 _ = tick.tick() => Wake::Tick,
@@ -282,6 +285,8 @@ where
         let Some(node) = self.side.node() else {
             return Ok(Synced::Waiting);
         };
+        super::certsync::sync_controller_config(&self.side, &self.root, &node).await?;
+        super::mcn_status::mirror_annotations(&self.side, &node).await;
         let journal = journal::load(&self.root)?;
         let boot_id = self.env.boot_id()?;
         self.after_reboot_bookkeeping(&node, journal.as_ref(), &boot_id)
@@ -299,7 +304,7 @@ where
             journal.as_ref().map(|j| &j.progress),
             forcefile,
         );
-        tracing::debug!(?decision, "decided");
+        tracing::debug!("decided: {decision:?}");
         match decision {
             Decision::Wait { why } => {
                 if self.last_wait.as_deref() != Some(why.as_str()) {
@@ -408,18 +413,13 @@ where
             .map_err(|e| anyhow::anyhow!("MachineConfig {name} is invalid: {e}"))
     }
 
+    /// The operator's policy status when it writes one (waiting, as the MCD does, for it to observe
+    /// the latest spec), else our merge of spec with the built-in defaults.
     async fn fetch_policy(&self) -> anyhow::Result<MachineConfiguration> {
-        match self
-            .side
-            .cluster
-            .get_machine_configuration()
-            .await
-            .context("reading MachineConfiguration cluster")?
-        {
-            None => Ok(MachineConfiguration::default()),
-            Some(raw) => MachineConfiguration::from_value(raw)
-                .map_err(|e| anyhow::anyhow!("MachineConfiguration cluster is invalid: {e}")),
-        }
+        let wait = crate::cluster::policy_source::PolicyWait::default();
+        let (policy, _source) =
+            crate::cluster::policy_source::fetch_policy(&*self.side.cluster, wait).await?;
+        Ok(policy)
     }
 
     async fn start(
@@ -489,7 +489,7 @@ where
         if forced {
             self.env.remove_forcefile()?;
         }
-        tracing::info!(from = %from, to = %to, actions = ?plan.actions, drain = plan.drain, reboot = plan.reboot, "starting an update");
+        tracing::info!(from = %from, to = %to, actions = %plan.actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), drain = plan.drain, reboot = plan.reboot, "starting an update");
         for line in &plan.explanations {
             tracing::info!("plan: {line}");
         }
@@ -603,6 +603,7 @@ where
             .await?;
         if wrote.is_some() {
             tracing::info!(config = %current.config, "node is at its config: Done");
+            super::mcn_status::report_irreconcilable(&self.side, &self.root, &config).await;
             self.side
                 .conditions(&[
                     ConditionChange::new(Cond::NodeDegraded, Status::False, "NodeDegraded", ""),
@@ -748,6 +749,16 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Resolves on the next change; never when there is no watch or it ended.
+async fn changed_or_pending<T>(rx: &mut Option<watch::Receiver<T>>) {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn recv_drift(

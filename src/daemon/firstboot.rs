@@ -202,7 +202,7 @@ async fn prepare<O: OsBackend>(root: &Root, file: &Path, os: &O) -> anyhow::Resu
             file.display()
         ))));
     }
-    tracing::info!(config = %desired.name, actions = ?plan.actions, "first boot: applying the encapsulated config, then rebooting once");
+    tracing::info!(config = %desired.name, actions = %plan.actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), "first boot: applying the encapsulated config, then rebooting once");
     // First boot always ends in one reboot: the kubelet has not started yet, so nothing is disrupted.
     let mut progress = Progress::planned(
         Target {

@@ -11,7 +11,10 @@ use tokio::sync::watch;
 use super::driver::Daemon;
 use super::env::NodeEnv;
 use super::update::{ClusterSide, DrainMode};
-use crate::cluster::{Credentials, DrainOptions, KubeCluster, connect, watch_node};
+use crate::cluster::{
+    Credentials, DrainOptions, KubeCluster, WatchHealth, connect_to, watch_controller_config,
+    watch_node_with,
+};
 use crate::host::Root;
 use crate::metrics::Metrics;
 use crate::os::{BackendKind, HelperOptions, OstreeBackend, OstreeBackendOptions, select_backend};
@@ -34,15 +37,35 @@ pub struct StartOptions {
     pub test_only_simulated_boot: Option<PathBuf>,
 }
 
-/// Credentials: `--kubeconfig`, else the pod's service account, else the kubelet's kubeconfig (§1).
-fn credentials(opts: &StartOptions) -> Credentials {
+/// Credentials: `--kubeconfig`, else the pod's service account, else the kubelet's kubeconfig. When
+/// none is there, the error says what was tried and what to do.
+fn credentials(opts: &StartOptions) -> anyhow::Result<Credentials> {
     if let Some(k) = &opts.kubeconfig {
-        return Credentials::Kubeconfig(k.clone());
+        return Ok(Credentials::Kubeconfig(k.clone()));
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return Credentials::InCluster;
+        return Ok(Credentials::InCluster);
     }
-    Credentials::kubelet(&opts.root)
+    let kubelet = Credentials::kubelet(&opts.root);
+    match &kubelet {
+        Credentials::Kubeconfig(path) if !path.exists() => anyhow::bail!(
+            "no credentials for the API server: no --kubeconfig was given, this is not a pod \
+             (KUBERNETES_SERVICE_HOST is not set, so no service account), and the kubelet's \
+             kubeconfig {} does not exist (yet: the kubelet writes it when it joins the cluster). \
+             Wait for the kubelet to join (the service retries every 10 s), or give --kubeconfig \
+             FILE in MCD_ARGS (/etc/sysconfig/machine-config-daemon or \
+             /etc/default/machine-config-daemon)",
+            path.display()
+        ),
+        _ => Ok(kubelet),
+    }
+}
+
+fn drain_mode_name(mode: DrainMode) -> String {
+    use clap::ValueEnum;
+    mode.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// The pool a node belongs to, from its role labels (for its MachineConfigNode).
@@ -62,34 +85,10 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let (_bound, _metrics_task) =
         crate::metrics::serve(metrics.clone(), opts.metrics_listen).await?;
     let root = Arc::new(Root::open(&opts.root)?);
-    let client = connect(&credentials(&opts)).await?;
-    let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));
-    let mut nodes = watch_node(client, &opts.node_name);
-    let first = tokio::time::timeout(Duration::from_secs(120), nodes.wait_for(|_| true))
-        .await
-        .with_context(|| {
-            format!(
-                "node {} was not seen within 120 s; is --node-name right and the API reachable?",
-                opts.node_name
-            )
-        })?;
-    let pool = first
-        .as_ref()
-        .map(pool_of)
-        .unwrap_or_else(|| "worker".into());
-    let drain_options = DrainOptions {
-        timeout: opts.drain_timeout,
-        ..Default::default()
-    };
-    let side = ClusterSide::new(
-        cluster,
-        &pool,
-        nodes.updates.clone(),
-        opts.drain_mode,
-        drain_options,
-    );
+    let credentials = credentials(&opts)?;
+    let (client, endpoint) = connect_to(&credentials).await?;
 
-    // The ostree work runs in short-lived helper processes: the idle daemon never loads libostree.
+    // The ostree work runs in short-lived helper processes: the idle daemon never calls libostree.
     let os_options = OstreeBackendOptions {
         pull_concurrency: opts.pull_concurrency,
         ..OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root)
@@ -108,6 +107,45 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
             NodeEnv::host(&opts.root),
         ),
     };
+    // One line that says what this daemon is and what it works on.
+    tracing::info!(
+        node = %opts.node_name,
+        "machine-config-daemon {} starting: node {}, API server {} (as {}), root {}, sysroot {}, backend {}, drain mode {}",
+        env!("CARGO_PKG_VERSION"),
+        opts.node_name,
+        endpoint.url,
+        endpoint.identity,
+        opts.root.display(),
+        opts.sysroot.display(),
+        crate::os::OsBackend::name(&os),
+        drain_mode_name(opts.drain_mode),
+    );
+
+    let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));
+    let controller_config = watch_controller_config(client.clone());
+    let mut nodes = watch_node_with(
+        client,
+        &opts.node_name,
+        Some(WatchHealth {
+            metrics: metrics.clone(),
+            endpoint: endpoint.clone(),
+        }),
+    );
+    let first = wait_for_node(&mut nodes, &opts.node_name, &endpoint, &metrics).await?;
+    let pool = pool_of(&first);
+    let drain_options = DrainOptions {
+        timeout: opts.drain_timeout,
+        ..Default::default()
+    };
+    let side = ClusterSide::new(
+        cluster,
+        &pool,
+        nodes.updates.clone(),
+        opts.drain_mode,
+        drain_options,
+    )
+    .with_controller_config(controller_config.updates.clone());
+
     let status = crate::os::OsBackend::status(&os).await.ok();
     if let Some(d) = status
         .as_ref()
@@ -142,10 +180,45 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         side,
         stop_rx,
     );
-    tracing::info!(node = %opts.node_name, root = %opts.root.display(), sysroot = %opts.sysroot.display(), "machine-config-daemon started");
     let result = daemon.run(updates).await;
     drop(nodes);
+    drop(controller_config);
     result
+}
+
+/// How long the API server may answer without our Node in it before the daemon gives up (the
+/// service restarts it): a wrong --node-name, or a node not registered yet.
+const NODE_WAIT: Duration = Duration::from_secs(120);
+
+/// Wait for our Node. While the API server cannot be reached the wait goes on (the watch logs why and
+/// backs off, `/healthz` says so); once it answers, the Node must appear within [`NODE_WAIT`].
+async fn wait_for_node(
+    nodes: &mut crate::cluster::NodeWatch,
+    node: &str,
+    endpoint: &crate::cluster::ApiEndpoint,
+    metrics: &Metrics,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Node> {
+    let mut reachable_since: Option<tokio::time::Instant> = None;
+    loop {
+        if let Ok(Some(n)) =
+            tokio::time::timeout(Duration::from_secs(1), nodes.wait_for(|_| true)).await
+        {
+            return Ok(n);
+        }
+        if metrics.api_problem().is_some() {
+            reachable_since = None;
+            continue;
+        }
+        let since = *reachable_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= NODE_WAIT {
+            anyhow::bail!(
+                "node {node} does not exist at the API server {} (waited {} s); is --node-name \
+                 (NODE_NAME) the name of this node's Node object (`kubectl get nodes`)?",
+                endpoint.url,
+                NODE_WAIT.as_secs()
+            );
+        }
+    }
 }
 
 async fn wait_for_signal() {

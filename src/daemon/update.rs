@@ -15,7 +15,7 @@ use super::journal::{self, Journal};
 use super::state::Phase;
 use super::verify;
 use crate::cluster::drain::{BlockedPod, DrainObserver, drain_not_required};
-use crate::cluster::mcn::{ConditionChange, ConditionType as Cond, Status};
+use crate::cluster::mcn::{AppliedPart, ConditionChange, ConditionType as Cond, Status};
 use crate::cluster::{
     AnnotationWriter, Cluster, DrainOptions, Drainer, EventReason, McnWriter, NodeEvent, NodeState,
 };
@@ -47,6 +47,8 @@ pub struct ClusterSide<C> {
     pub nodes: watch::Receiver<Option<Node>>,
     pub drain_mode: DrainMode,
     pub drain_options: DrainOptions,
+    /// The latest `ControllerConfig/machine-config-controller` (see [`super::certsync`]).
+    pub controller_config: Option<watch::Receiver<Option<serde_json::Value>>>,
 }
 
 impl<C: Cluster + 'static> ClusterSide<C> {
@@ -64,7 +66,17 @@ impl<C: Cluster + 'static> ClusterSide<C> {
             nodes,
             drain_mode,
             drain_options,
+            controller_config: None,
         }
+    }
+
+    /// Sync the node with the cluster's ControllerConfig from this watch.
+    pub fn with_controller_config(
+        mut self,
+        updates: watch::Receiver<Option<serde_json::Value>>,
+    ) -> Self {
+        self.controller_config = Some(updates);
+        self
     }
 
     pub fn node(&self) -> Option<Node> {
@@ -302,11 +314,9 @@ where
             return Ok(true);
         };
         tracing::info!(image = %image, "prefetching the OS image while the node still serves");
-        // The backend logs progress itself; the metrics get bytes and layers done of total.
-        let metrics = self.metrics.clone();
-        let progress: crate::os::ProgressFn = Arc::new(move |p| metrics.os_pull_progress(p));
+        // The backend reports per-layer progress as tracing events itself.
         tokio::select! {
-            r = self.os.prefetch(&image, Some(progress)) => {
+            r = super::mcn_status::prefetch_reporting(self.cluster, self.metrics, self.os, &image) => {
                 match r {
                     Ok(report) => {
                         self.metrics.bytes_prefetched.inc_by(report.bytes_fetched);
@@ -400,13 +410,7 @@ where
 
     async fn apply_host(&self, j: &Journal, target: &MachineConfig) -> anyhow::Result<()> {
         if let Some(side) = self.cluster {
-            side.conditions(&[ConditionChange::child(
-                Cond::UpdateExecuted,
-                Cond::AppliedFilesAndOS,
-                Status::Unknown,
-                "Applying files and new OS config to node",
-            )])
-            .await;
+            side.conditions(&[ConditionChange::applying(&j.plan)]).await;
         }
         let (root, from, target, plan) = (
             self.root.clone(),
@@ -427,8 +431,21 @@ where
             )
         })
         .await
-        .context("the host apply task panicked")?
-        .map_err(|e| anyhow::anyhow!("writing the config to the node failed: {e}"))?;
+        .context("the host apply task panicked")?;
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(side) = self.cluster {
+                    side.conditions(&[ConditionChange::apply_failed(
+                        &j.plan,
+                        AppliedPart::Files,
+                        &e.to_string(),
+                    )])
+                    .await;
+                }
+                anyhow::bail!("writing the config to the node failed: {e}");
+            }
+        };
         tracing::info!(operations = report.operations.len(), "host part written");
         Ok(())
     }
@@ -447,6 +464,14 @@ where
         let outcome = match self.os.stage(&change).await {
             Ok(o) => o,
             Err(e) => {
+                if let Some(side) = self.cluster {
+                    side.conditions(&[ConditionChange::apply_failed(
+                        &j.plan,
+                        AppliedPart::Os,
+                        &format!("{e:#}"),
+                    )])
+                    .await;
+                }
                 self.metrics.pivot_errors.inc();
                 return Err(pull_error(
                     e,
@@ -477,12 +502,7 @@ where
         let reason = format!("update to {}", j.progress.target);
         if let Some(side) = self.cluster {
             side.conditions(&[
-                ConditionChange::child(
-                    Cond::UpdateExecuted,
-                    Cond::AppliedFilesAndOS,
-                    Status::True,
-                    "Applied files and new OS config to node",
-                ),
+                ConditionChange::applied(&j.plan),
                 ConditionChange::child(
                     Cond::UpdatePostActionComplete,
                     Cond::RebootedNode,
@@ -564,12 +584,7 @@ where
         }
         if let Some(side) = self.cluster {
             side.conditions(&[
-                ConditionChange::child(
-                    Cond::UpdateExecuted,
-                    Cond::AppliedFilesAndOS,
-                    Status::True,
-                    "Applied files and new OS config to node",
-                ),
+                ConditionChange::applied(&j.plan),
                 ConditionChange::new(
                     Cond::UpdatePostActionComplete,
                     Status::True,
@@ -645,6 +660,7 @@ where
     async fn complete(&self, j: &Journal) -> anyhow::Result<()> {
         let received = MachineConfig::from_value(j.target.clone())
             .map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
+        let reported = received.clone();
         let image = j.progress.target.image.clone();
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -724,6 +740,7 @@ where
         ))
         .await;
         tracing::info!(config = %j.progress.target.config, image = j.progress.target.image.as_deref().unwrap_or(""), "update complete: Done");
+        super::mcn_status::report_irreconcilable(side, self.root, &reported).await;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! recording implementation in its place.
 
 pub mod accounts;
+pub mod certs;
 pub mod drift;
 mod exec;
 pub mod failpoints;

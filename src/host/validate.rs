@@ -119,6 +119,52 @@ pub fn validate(root: &Root, mc: &MachineConfig) -> anyhow::Result<Vec<Mismatch>
     Ok(v.out)
 }
 
+/// What [`validate`] looks at for `mc`, and what it cannot check on `root` (one sentence each), so a
+/// report never says "matches" about something it did not look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Coverage {
+    pub files: usize,
+    pub units: usize,
+    pub dropins: usize,
+    pub ssh_keys: bool,
+    pub not_checked: Vec<String>,
+}
+
+/// The [`Coverage`] of validating `mc` on `root`.
+pub fn coverage(root: &Root, mc: &MachineConfig) -> anyhow::Result<Coverage> {
+    let files = mc
+        .ignition
+        .files
+        .iter()
+        .filter(|f| !IGNORED_FILES.contains(&f.path.as_str()) && f.path != FORCEFILE)
+        .count();
+    let units = mc
+        .ignition
+        .units
+        .iter()
+        .filter(|u| u.mask || u.contents.is_some() || u.enabled.is_some())
+        .count();
+    let dropins = mc.ignition.units.iter().map(|u| u.dropins.len()).sum();
+    let wants_keys = mc
+        .ignition
+        .core_user()
+        .is_some_and(|u| !u.ssh_authorized_keys.is_empty());
+    let has_core = Accounts::load(root)?.user("core").is_some();
+    let mut not_checked = Vec::new();
+    if wants_keys && !has_core {
+        not_checked
+            .push("core's SSH keys: there is no user core in the node's /etc/passwd".to_string());
+    }
+    Ok(Coverage {
+        files,
+        units,
+        dropins,
+        ssh_keys: wants_keys && has_core,
+        not_checked,
+    })
+}
+
 struct Validator<'r> {
     root: &'r Root,
     out: Vec<Mismatch>,

@@ -17,7 +17,7 @@ use super::accounts::{self, Accounts, SHADOW};
 use super::root::{Entry, PathError, Resolved, Root};
 use super::units::{self, DEV_NULL, UnitFile};
 use crate::config::paths::{
-    CORE_SSH_KEYS, CURRENT_CONFIG, CURRENT_IMAGE, NOORIG_DIR, ORIG_DIR, is_under,
+    CORE_SSH_KEYS, CURRENT_CONFIG, CURRENT_IMAGE, NOORIG_DIR, ORIG_DIR, STATE_DIR, is_under,
 };
 use crate::config::{MachineConfig, Owner};
 
@@ -29,13 +29,16 @@ pub enum Source {
     Current,
 }
 
-/// A config the node cannot take as it is: names the config, the field and why (exit 2).
+/// A config the node cannot take as it is: names the config, the field and why. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct HostInvalid {
     pub config: Source,
     pub field: String,
     pub message: String,
+    /// The config is fine, but the node root holds something in its way (a symlinked parent, a
+    /// directory where a file goes): the root is what needs fixing, not the input.
+    pub node_root: bool,
 }
 
 /// Why a write-set could not be built.
@@ -52,6 +55,17 @@ fn invalid(source: Source, field: impl Into<String>, message: impl Into<String>)
         config: source,
         field: field.into(),
         message: message.into(),
+        node_root: false,
+    })
+}
+
+/// The node root is in the way of the desired config's `field`.
+fn in_the_way(source: Source, field: impl Into<String>, message: impl Into<String>) -> BuildError {
+    BuildError::Invalid(HostInvalid {
+        config: source,
+        field: field.into(),
+        message: message.into(),
+        node_root: true,
     })
 }
 
@@ -530,7 +544,8 @@ impl<'a> Builder<'_, 'a> {
             None => {
                 let r = self.root.resolve(path).map_err(|e| match e {
                     PathError::Io { .. } => BuildError::Failed(anyhow::Error::new(e)),
-                    other => invalid(source, field, other.to_string()),
+                    PathError::NotAbsolute { .. } => invalid(source, field, e.to_string()),
+                    other => in_the_way(source, field, other.to_string()),
                 })?;
                 self.resolved.insert(path.to_string(), r.clone());
                 r
@@ -578,11 +593,15 @@ impl<'a> Builder<'_, 'a> {
     fn mkdirs(&mut self, r: &Resolved) {
         for dir in &r.missing_dirs {
             if self.planned_dirs.insert(dir.clone()) {
+                let path = format!("/{}", dir.display());
+                // The daemon's state (configs that may carry secrets, backups) is root's only, as the
+                // packaged tmpfiles.d entry makes it; directories for config files are world-readable.
+                let mode = if path == STATE_DIR { 0o700 } else { 0o755 };
                 self.ws.prepare.push(Op {
-                    path: format!("/{}", dir.display()),
+                    path,
                     rel: dir.clone(),
                     action: Action::Mkdir {
-                        mode: 0o755,
+                        mode,
                         uid: 0,
                         gid: 0,
                         fix_existing: false,
@@ -669,14 +688,14 @@ impl<'a> Builder<'_, 'a> {
         let r = self.resolve(&m.path, Source::Desired, &m.field)?;
         match &r.entry {
             Entry::Dir(_) => {
-                return Err(invalid(
+                return Err(in_the_way(
                     Source::Desired,
                     &m.field,
                     format!("{:?} is a directory on the node", m.path),
                 ));
             }
             Entry::Other(_) => {
-                return Err(invalid(
+                return Err(in_the_way(
                     Source::Desired,
                     &m.field,
                     format!(
@@ -996,7 +1015,7 @@ impl<'a> Builder<'_, 'a> {
                 }
                 Entry::Symlink { .. } => {}
                 _ => {
-                    return Err(invalid(
+                    return Err(in_the_way(
                         Source::Desired,
                         field,
                         format!(
@@ -1083,10 +1102,11 @@ impl<'a> Builder<'_, 'a> {
             None => "spec.config.passwd.users".to_string(),
         };
         let Some(core) = self.accounts.user("core").cloned() else {
-            tracing::warn!("no user core in the node's /etc/passwd: skipping SSH keys");
-            self.ws
-                .warnings
-                .push("no user core in the node's /etc/passwd: SSH keys skipped".into());
+            // One wording, said once: `host::apply` logs the write-set's warnings.
+            self.ws.warnings.push(
+                "core's SSH keys were not written: there is no user core in the node's /etc/passwd"
+                    .into(),
+            );
             return Ok(());
         };
         let (uid, gid) = (core.uid, core.gid);
@@ -1111,7 +1131,7 @@ impl<'a> Builder<'_, 'a> {
             }
             Entry::Dir(_) => {}
             _ => {
-                return Err(invalid(
+                return Err(in_the_way(
                     Source::Desired,
                     &field,
                     "\"/home/core\" exists on the node and is not a directory",
@@ -1139,7 +1159,7 @@ impl<'a> Builder<'_, 'a> {
         }
         let r = self.resolve(CORE_SSH_KEYS, Source::Desired, &field)?;
         if matches!(r.entry, Entry::Dir(_) | Entry::Other(_)) {
-            return Err(invalid(
+            return Err(in_the_way(
                 Source::Desired,
                 &field,
                 format!("{CORE_SSH_KEYS:?} exists on the node and is not a regular file"),
@@ -1172,10 +1192,10 @@ impl<'a> Builder<'_, 'a> {
             None => return Ok(()),
         };
         if self.accounts.user("core").is_none() {
-            tracing::warn!("no user core in the node's /etc/passwd: skipping the password");
-            self.ws
-                .warnings
-                .push("no user core in the node's /etc/passwd: password skipped".into());
+            self.ws.warnings.push(
+                "core's password was not set: there is no user core in the node's /etc/passwd"
+                    .into(),
+            );
             return Ok(());
         }
         let r = self.resolve(SHADOW, Source::Desired, "spec.config.passwd.users")?;

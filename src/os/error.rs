@@ -13,6 +13,8 @@ pub enum PullErrorKind {
     NotFound,
     /// Credentials missing or rejected.
     Unauthorized,
+    /// The registry's TLS certificate is not signed by a CA the node trusts.
+    Untrusted,
     /// A blob's content does not match its digest.
     Corrupt,
     /// The image has no `ostree.bootable` / `containers.bootc` label: it is not an OS image.
@@ -57,6 +59,9 @@ impl fmt::Display for PullError {
         let what = match self.kind {
             PullErrorKind::Unreachable => "the registry cannot be reached",
             PullErrorKind::NotFound => "the registry has no such image",
+            PullErrorKind::Untrusted => {
+                "the registry's TLS certificate is not trusted (its CA belongs in /etc/docker/certs.d/<registry>/ca.crt, which the cluster's ControllerConfig imageRegistryBundleData provides)"
+            }
             PullErrorKind::Unauthorized => {
                 "the registry rejected the pull secret (or none was found)"
             }
@@ -116,6 +121,13 @@ impl PullError {
             "invalid username/password",
         ]) {
             PullErrorKind::Unauthorized
+        } else if has(&[
+            "certificate signed by unknown authority",
+            "failed to verify certificate",
+            "certificate is not valid",
+            "x509:",
+        ]) {
+            PullErrorKind::Untrusted
         } else if has(&[
             "manifest unknown",
             "name unknown",
@@ -224,6 +236,12 @@ mod tests {
         assert_eq!(
             classify("Target image does not have ostree.bootable label"),
             PullErrorKind::NotBootable
+        );
+        assert_eq!(
+            classify(
+                "pinging container registry 127.0.0.1:5000: Get \"https://127.0.0.1:5000/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"
+            ),
+            PullErrorKind::Untrusted
         );
     }
 

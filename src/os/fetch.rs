@@ -144,9 +144,9 @@ impl PullTracker {
             fetched: Self::fetched(c),
             total: c.total,
             bytes_done: totals.bytes_done,
-            bytes_total: totals.bytes_total,
+            bytes_to_fetch: totals.bytes_total,
             layers_done: totals.layers_done,
-            layers_total: totals.layers_total,
+            layers_to_fetch: totals.layers_total,
         }
     }
 

@@ -62,9 +62,13 @@ pub(crate) async fn import_image(
     let imgref = parse_image(image)?;
     let as_pull_error = |e: anyhow::Error| anyhow::Error::new(PullError::classify(image, &e));
     let started = Instant::now();
-    let mut importer = ImageImporter::new(repo, &imgref, pull::proxy_config(node_root)?)
-        .await
-        .map_err(as_pull_error)?;
+    let mut importer = ImageImporter::new(
+        repo,
+        &imgref,
+        pull::proxy_config(node_root, &imgref.imgref)?,
+    )
+    .await
+    .map_err(as_pull_error)?;
     importer.require_bootable();
     let mut prep = match importer.prepare().await.map_err(as_pull_error)? {
         PrepareResult::AlreadyPresent(state) => {
@@ -143,7 +147,7 @@ pub(crate) async fn import_image(
                     &imgref.imgref,
                     prep.manifest_digest.as_ref(),
                 ),
-                proxy_config: &|| pull::proxy_config(node_root),
+                proxy_config: &|| pull::proxy_config(node_root, &imgref.imgref),
                 concurrency: opts.concurrency.max(1),
                 remote: match &imgref.sigverify {
                     SignatureSource::OstreeRemote(r) => Some(r.clone()),

@@ -219,14 +219,13 @@ pub struct FetchProgress {
     pub layer_digest: String,
     pub fetched: u64,
     pub total: u64,
+    /// Layers and compressed bytes this pull downloads in all (layers already in the repo excluded).
+    pub layers_to_fetch: usize,
+    pub bytes_to_fetch: u64,
     /// Compressed bytes fetched so far of all the layers this pull fetches (layers fetch in parallel).
     pub bytes_done: u64,
-    /// Compressed bytes of the layers this pull fetches (not those already present).
-    pub bytes_total: u64,
     /// Layers completely fetched and imported so far.
     pub layers_done: usize,
-    /// Layers this pull fetches.
-    pub layers_total: usize,
 }
 
 /// Called with download progress (also emitted as `tracing` events).

@@ -85,6 +85,12 @@ pub(crate) struct DeploymentKey {
     serial: i32,
 }
 
+impl std::fmt::Display for DeploymentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.stateroot, self.checksum, self.serial)
+    }
+}
+
 /// Which deployment a simulated boot booted (test only).
 #[derive(Debug, Serialize, Deserialize)]
 struct SimulatedBoot {
@@ -141,7 +147,7 @@ impl OstreeBackend {
     ) -> Result<Self> {
         let key = Self::deployment_keys(&options).await?.into_iter().next();
         tracing::warn!(
-            ?key,
+            deployment = %key.as_ref().map(DeploymentKey::to_string).unwrap_or_default(),
             "TEST ONLY: treating the sandbox's default deployment as booted"
         );
         Ok(Self {
@@ -181,7 +187,7 @@ impl OstreeBackend {
         std::fs::write(&record_path, serde_json::to_vec(&record)?)
             .with_context(|| format!("Writing {}", record_path.display()))?;
         tracing::warn!(
-            ?key,
+            deployment = %key.as_ref().map(DeploymentKey::to_string).unwrap_or_default(),
             "TEST ONLY: simulated boot, treating this deployment of the sandbox as booted"
         );
         Ok(Self {
@@ -419,7 +425,13 @@ fn cleanup_locked(sysroot: &ostree::Sysroot) -> Result<CleanupReport> {
         objects_removed: pruned.n_objects_pruned,
         bytes_freed: pruned.objsize,
     };
-    tracing::info!(?report, "cleaned up images and deployments");
+    tracing::info!(
+        images_removed = report.images_removed,
+        layers_removed = report.layers_removed,
+        objects_removed = report.objects_removed,
+        bytes_freed = report.bytes_freed,
+        "cleaned up images and deployments"
+    );
     Ok(report)
 }
 

@@ -33,8 +33,44 @@ pub(crate) fn registries_conf_override(node_root: &Path) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// The image proxy (skopeo) configuration for pulls on this node.
-pub(crate) fn proxy_config(node_root: &Path) -> Result<ImageProxyConfig> {
+/// The registry part (`host[:port]`) of a registry image name, as containers/image names its
+/// per-registry certificate directory (`docker.io` when the name has no registry part).
+pub(crate) fn registry_host(name: &str) -> String {
+    let name = name
+        .trim_start_matches("docker://")
+        .trim_start_matches("//");
+    match name.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// The node's certificate directory for `image`'s registry, when skopeo would not find it by itself:
+/// on a host (`node_root` = `/`) skopeo reads `/etc/containers/certs.d/<host:port>` and
+/// `/etc/docker/certs.d/<host:port>` on its own (containers-certs.d(5)); under another node root the
+/// directory is passed as `--cert-dir` (the registry's CA as `ca.crt`, client certificates as
+/// `*.cert`/`*.key`). `--cert-dir` replaces the per-registry lookup, which is what a sandbox wants:
+/// the node's trust, not the machine's.
+pub(crate) fn cert_dir_override(
+    node_root: &Path,
+    imgref: &ostree_ext::container::ImageReference,
+) -> Option<PathBuf> {
+    if node_root == Path::new("/") || imgref.transport != ostree_ext::container::Transport::Registry
+    {
+        return None;
+    }
+    let host = registry_host(&imgref.name);
+    ["etc/containers/certs.d", "etc/docker/certs.d"]
+        .iter()
+        .map(|d| node_root.join(d).join(&host))
+        .find(|p| p.is_dir())
+}
+
+/// The image proxy (skopeo) configuration for pulls of `imgref` on this node.
+pub(crate) fn proxy_config(
+    node_root: &Path,
+    imgref: &ostree_ext::container::ImageReference,
+) -> Result<ImageProxyConfig> {
     let mut config = ImageProxyConfig::default();
     match find_pull_secret(node_root) {
         Some(path) => {
@@ -49,6 +85,10 @@ pub(crate) fn proxy_config(node_root: &Path) -> Result<ImageProxyConfig> {
             tracing::debug!("no pull secret on the node; pulling anonymously");
             config.auth_anonymous = true;
         }
+    }
+    if let Some(dir) = cert_dir_override(node_root, imgref) {
+        tracing::debug!(cert_dir = %dir.display(), "passing the node's certificates for the registry to skopeo");
+        config.certificate_directory = Some(dir);
     }
     if let Some(conf) = registries_conf_override(node_root) {
         tracing::debug!(registries_conf = %conf.display(), "passing the node's registries.conf to skopeo");
@@ -113,6 +153,42 @@ mod tests {
             find_pull_secret(root.path()),
             Some(root.path().join("run/ostree/auth.json"))
         );
+    }
+
+    #[test]
+    fn cert_dir_is_the_nodes_for_the_images_registry() {
+        use ostree_ext::container::{ImageReference, Transport};
+        let image = |name: &str| ImageReference {
+            transport: Transport::Registry,
+            name: name.into(),
+        };
+        assert_eq!(
+            registry_host("127.0.0.1:5000/os@sha256:ab"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(registry_host("quay.io/org/os:1"), "quay.io");
+        assert_eq!(registry_host("localhost/os"), "localhost");
+        assert_eq!(registry_host("library/os"), "docker.io");
+        let root = tempfile::tempdir().unwrap();
+        let img = image("reg.example:5000/os@sha256:ab");
+        assert_eq!(cert_dir_override(root.path(), &img), None);
+        let docker = root.path().join("etc/docker/certs.d/reg.example:5000");
+        std::fs::create_dir_all(&docker).unwrap();
+        assert_eq!(cert_dir_override(root.path(), &img), Some(docker));
+        // containers-certs.d(5): /etc/containers/certs.d is looked at first.
+        let containers = root.path().join("etc/containers/certs.d/reg.example:5000");
+        std::fs::create_dir_all(&containers).unwrap();
+        assert_eq!(cert_dir_override(root.path(), &img), Some(containers));
+        assert_eq!(
+            cert_dir_override(root.path(), &image("other.example/os")),
+            None
+        );
+        assert_eq!(cert_dir_override(Path::new("/"), &img), None);
+        let oci = ImageReference {
+            transport: Transport::OciDir,
+            name: "/tmp/x".into(),
+        };
+        assert_eq!(cert_dir_override(root.path(), &oci), None);
     }
 
     #[test]

@@ -592,7 +592,13 @@ impl OsBackend for RpmOstreeBackend {
             change.extensions.as_deref(),
         );
         if !mods.is_empty() {
-            tracing::info!(?mods, "changing layered packages (kernelType / extensions)");
+            tracing::info!(
+                install = %mods.install.join(" "),
+                uninstall = %mods.uninstall.join(" "),
+                override_remove = %mods.override_remove.join(" "),
+                override_reset = %mods.override_reset.join(" "),
+                "changing layered packages (kernelType / extensions)"
+            );
             let as_variant = |v: &[String]| Variant::from(v.to_vec());
             self.transaction("update (packages)", || {
                 let mut modifiers = Options::new();
@@ -623,7 +629,7 @@ impl OsBackend for RpmOstreeBackend {
             let existing = next.kernel_arguments.join(" ");
             let delete_refs: Vec<&str> = delete.iter().map(String::as_str).collect();
             let append_refs: Vec<&str> = append.iter().map(String::as_str).collect();
-            tracing::info!(?delete, ?append, "changing kernel arguments");
+            tracing::info!(delete = %delete.join(" "), append = %append.join(" "), "changing kernel arguments");
             self.transaction("kargs", || {
                 os.kernel_args(&existing, &append_refs, &[], &delete_refs, Options::new())
             })

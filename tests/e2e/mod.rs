@@ -848,3 +848,80 @@ impl Lab {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster-provided certificates and image-mode status (ControllerConfig, MachineConfigNode CRDs).
+
+/// A `ControllerConfig/machine-config-controller` with the fields its CRD requires and `spec`'s
+/// (the byte fields given as plain bytes here; base64-encoded in the object).
+pub fn controller_config(
+    kubelet_ca: Option<&str>,
+    registry_cas: &[(&str, &str)],
+    internal_pull_secret: Option<&str>,
+) -> Value {
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    };
+    let bundles: Vec<Value> = registry_cas
+        .iter()
+        .map(|(file, pem)| json!({"file": file, "data": b64(pem)}))
+        .collect();
+    json!({"apiVersion": MCFG, "kind": "ControllerConfig",
+    "metadata": {"name": "machine-config-controller"},
+    "spec": {
+        "additionalTrustBundle": null, "baseOSContainerImage": "quay.io/openshift/os@sha256:00",
+        "cloudProviderCAData": null, "cloudProviderConfig": "", "clusterDNSIP": "172.30.0.10",
+        "dns": {"spec": {"baseDomain": "example.com"}}, "images": {},
+        "infra": {"spec": {}, "status": {}}, "ipFamilies": "IPv4",
+        "kubeAPIServerServingCAData": kubelet_ca.map(b64), "network": null, "proxy": null,
+        "releaseImage": "quay.io/openshift/release@sha256:00", "rootCAData": null,
+        "imageRegistryBundleData": bundles,
+        "internalRegistryPullSecret": internal_pull_secret.map(b64),
+    }})
+}
+
+impl Lab {
+    /// Serve the MachineConfigNode CRD of `feature_set` (e.g. TechPreviewNoUpgrade, with the
+    /// image-mode fields): the objects move to a new kube-sim started with it. Before `start`.
+    pub async fn use_feature_set(&mut self, feature_set: kube_sim::FeatureSet) {
+        assert!(self.daemon.is_none(), "switch before starting the daemon");
+        let sim = KubeSim::start(SimOptions {
+            kubeconfig: Some(self.work.path().join(format!("kubeconfig-{feature_set:?}"))),
+            feature_set,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for (api, kind) in [
+            ("v1", "Node"),
+            (MCFG, "MachineConfig"),
+            ("operator.openshift.io/v1", "MachineConfiguration"),
+            (MCFG, "ControllerConfig"),
+        ] {
+            for mut obj in self.sim.list_objects(api, kind) {
+                if let Some(meta) = obj["metadata"].as_object_mut() {
+                    for k in [
+                        "resourceVersion",
+                        "uid",
+                        "creationTimestamp",
+                        "managedFields",
+                        "generation",
+                    ] {
+                        meta.remove(k);
+                    }
+                }
+                sim.put_object(obj).unwrap();
+            }
+        }
+        self.sim = sim;
+    }
+
+    /// Create or replace the ControllerConfig (a new resourceVersion). Returns it.
+    pub fn put_controller_config(&self, cc: &Value) -> String {
+        self.sim.put_object(cc.clone()).unwrap()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}

@@ -195,7 +195,7 @@ fn main_page(cmd: &clap::Command) -> Result<Vec<u8>> {
     service_section(&mut w)?;
     environment_section(cmd, &mut w)?;
     files_section(&mut w)?;
-    exit_status_section(true, &mut w)?;
+    main_exit_status_section(cmd, &mut w)?;
     let pages: Vec<String> = subcommands(cmd)
         .iter()
         .map(|(path, _)| man_page_name(path))
@@ -213,7 +213,7 @@ fn subcommand_page(path: &[String], sub: clap::Command) -> Result<Vec<u8>> {
     let mut w = Vec::new();
     m.render(&mut w)?;
     environment_section(&sub, &mut w)?;
-    exit_status_section(false, &mut w)?;
+    exit_status_section(sub.get_name(), &mut w)?;
     see_also_section(&[man_page_name(&[])], &mut w)?;
     Ok(w)
 }
@@ -359,23 +359,57 @@ fn files_section(w: &mut Vec<u8>) -> Result<()> {
     })
 }
 
-fn exit_status_section(service: bool, w: &mut Vec<u8>) -> Result<()> {
-    let invalid = if service {
-        "Invalid input or command line; the message names the file and the field. The service \
-         is not restarted after this status."
-    } else {
-        "Invalid input or command line; the message names the file and the field."
+/// A subcommand's own exit statuses ([`exit::statuses`], the same table the CLI tests hold it to).
+fn exit_status_section(command: &str, w: &mut Vec<u8>) -> Result<()> {
+    let statuses = exit::statuses(command);
+    anyhow::ensure!(
+        !statuses.is_empty(),
+        "no exit statuses documented for `{command}`"
+    );
+    section(w, "EXIT STATUS", |roff| {
+        for (code, meaning) in &statuses {
+            item(roff, &code.to_string(), meaning);
+        }
+    })
+}
+
+/// The main page: every status any command ends with, and which commands use it.
+fn main_exit_status_section(cmd: &clap::Command, w: &mut Vec<u8>) -> Result<()> {
+    let mut by_code: std::collections::BTreeMap<u8, Vec<String>> = Default::default();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        for (code, _) in exit::statuses(sub.get_name()) {
+            by_code
+                .entry(code)
+                .or_default()
+                .push(sub.get_name().to_string());
+        }
+    }
+    let meaning = |code: u8| match code {
+        exit::OK => "Success.",
+        exit::FAILURE => "The work failed.",
+        exit::INVALID_INPUT => {
+            "Invalid input or command line; the message names the file (or option) and the \
+             field, and nothing was written. The service is not restarted after this status."
+        }
+        exit::UNRECONCILABLE => {
+            "The config cannot be applied to a running node (unreconcilable); the plan is still \
+             printed with every offending field."
+        }
+        exit::MISMATCH => "The node root differs from the config (validate).",
+        _ => "",
     };
     section(w, "EXIT STATUS", |roff| {
-        item(roff, &exit::OK.to_string(), "Success.");
-        item(roff, &exit::FAILURE.to_string(), "The work failed.");
-        item(roff, &exit::INVALID_INPUT.to_string(), invalid);
-        item(
-            roff,
-            &exit::UNRECONCILABLE.to_string(),
-            "The config cannot be applied to a running node (unreconcilable); the plan is still \
-             printed with every offending field.",
-        );
+        for (code, commands) in &by_code {
+            item(
+                roff,
+                &code.to_string(),
+                &format!(
+                    "{} Returned by: {}. Each command's page says what it means there.",
+                    meaning(*code),
+                    commands.join(", ")
+                ),
+            );
+        }
     })
 }
 

@@ -184,6 +184,80 @@ fn man_pages_state_exit_codes_and_files_from_the_code() {
     }
 }
 
+/// Each subcommand's page lists its own exit statuses (validate's 4, plan's lack of 1, …), exactly
+/// the ones the CLI documents for it.
+#[test]
+fn each_page_states_its_own_exit_statuses() {
+    use machine_config_daemon::cli::exit;
+    let (dir, _) = generated();
+    let cmd = command();
+    let mut sections = std::collections::BTreeSet::new();
+    for (path, _) in subcommands(&cmd) {
+        let page = render(&dir.path().join("man8").join(man_page_name(&path)));
+        let section = page
+            .split("EXIT STATUS")
+            .nth(1)
+            .and_then(|s| s.split("SEE ALSO").next())
+            .unwrap_or_else(|| panic!("{path:?}: no EXIT STATUS section"))
+            .to_string();
+        let listed: Vec<u8> = section
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u8>().ok())
+            .collect();
+        let want: Vec<u8> = exit::statuses(&path[0]).iter().map(|(c, _)| *c).collect();
+        assert_eq!(listed, want, "{path:?}:\n{section}");
+        for (_, meaning) in exit::statuses(&path[0]) {
+            let first_words: String = meaning
+                .split_whitespace()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                section.contains(&first_words),
+                "{path:?} lacks {first_words:?}:\n{section}"
+            );
+        }
+        sections.insert(section);
+    }
+    assert_eq!(
+        sections.len(),
+        subcommands(&cmd).len(),
+        "two commands share the same exit status text"
+    );
+    let validate = render(&dir.path().join("man8/machine-config-daemon-validate.8"));
+    assert!(validate.contains(&format!(
+        "{} The node root differs from the config",
+        exit::MISMATCH
+    )));
+}
+
+/// `docgen --help` explains itself and writes nothing (it once created a directory named `--help`).
+#[test]
+fn docgen_help_writes_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    for flag in ["--help", "-h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_docgen"))
+            .arg(flag)
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: docgen OUTDIR"));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_docgen"))
+        .arg("--version")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("usage: docgen OUTDIR"));
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "docgen created something"
+    );
+}
+
 #[test]
 fn man_pages_render_without_warnings() {
     let (_dir, written) = generated();
@@ -348,5 +422,60 @@ fn readme_shows_only_real_commands_and_flags() {
     assert!(
         checked > 0,
         "the README shows at least one command with flags"
+    );
+}
+
+/// The README sends readers only to files of this repository: every link and every repository path it
+/// names exists (it once cited a protocol document that lives elsewhere).
+#[test]
+fn readme_points_only_inside_the_repository() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut checked = 0;
+    // Markdown links: [text](target).
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap();
+        if target.starts_with("http://")
+            || target.starts_with("https://")
+            || target.starts_with('#')
+        {
+            continue;
+        }
+        assert!(
+            repo().join(target).exists(),
+            "README links to {target}, which is not in the repository"
+        );
+        checked += 1;
+    }
+    // Code spans that name a repository path (`packaging/…`, `docs/…`, …) or a .md file.
+    const TOP: &[&str] = &[
+        "packaging/",
+        "systemd/",
+        "docs/",
+        "scripts/",
+        "examples/",
+        "tests/",
+        "vm-tests/",
+        "crates/",
+        "src/",
+        "benches/",
+        "fuzz/",
+    ];
+    for span in readme.split('`').skip(1).step_by(2) {
+        for word in span.split_whitespace() {
+            let word = word.trim_end_matches([',', '.', ';', ':', ')']);
+            let names_a_path = TOP.iter().any(|t| word.starts_with(t)) || word.ends_with(".md");
+            if !names_a_path || word.contains(['*', '<', '…']) || word.starts_with("target/") {
+                continue;
+            }
+            assert!(
+                repo().join(word).exists(),
+                "README names `{word}`, which is not in the repository"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 10,
+        "the README names repository paths ({checked} checked)"
     );
 }

@@ -23,7 +23,7 @@ use kube_sim::{KubeSim, SimOptions};
 use machine_config_daemon::cluster::annotations::{DESIRED_DRAIN, LAST_APPLIED_DRAIN, NodeState};
 use machine_config_daemon::cluster::{
     AnnotationWriter, Cluster, Credentials, DrainOptions, Drainer, EventReason, Eviction,
-    KubeCluster, McnWriter, NodeEvent, connect, watch_node,
+    KubeCluster, McnWriter, NodeEvent, connect, watch_controller_config, watch_node,
 };
 use serde_json::{Value, json};
 
@@ -127,6 +127,42 @@ const API_ACCESS: &[Access] = &[
         name: None,
         modes: Modes::Both,
         by: "create_machine_config_node",
+    },
+    Access {
+        verb: "patch",
+        group: MCO,
+        resource: "machineconfignodes",
+        namespace: None,
+        name: None,
+        modes: Modes::Both,
+        by: "apply_machine_config_node_spec (server-side apply of spec: desired config and image)",
+    },
+    Access {
+        verb: "get",
+        group: "apiextensions.k8s.io",
+        resource: "customresourcedefinitions",
+        namespace: None,
+        name: Some("machineconfignodes.machineconfiguration.openshift.io"),
+        modes: Modes::Both,
+        by: "get_custom_resource_definition (which MachineConfigNode schema is served)",
+    },
+    Access {
+        verb: "list",
+        group: MCO,
+        resource: "controllerconfigs",
+        namespace: None,
+        name: Some("machine-config-controller"),
+        modes: Modes::Both,
+        by: "watch_controller_config: the watcher's LIST, fieldSelector metadata.name=machine-config-controller",
+    },
+    Access {
+        verb: "watch",
+        group: MCO,
+        resource: "controllerconfigs",
+        namespace: None,
+        name: Some("machine-config-controller"),
+        modes: Modes::Both,
+        by: "watch_controller_config: the WATCH after the LIST",
     },
     Access {
         verb: "patch",
@@ -606,6 +642,8 @@ const CLUSTER_METHODS: &[&str] = &[
     "get_machine_config_node",
     "create_machine_config_node",
     "apply_machine_config_node_status",
+    "apply_machine_config_node_spec",
+    "get_custom_resource_definition",
 ];
 
 impl Recording {
@@ -669,6 +707,14 @@ impl Cluster for Recording {
         self.mark("apply_machine_config_node_status");
         self.inner.apply_machine_config_node_status(status).await
     }
+    async fn apply_machine_config_node_spec(&self, spec: &Value) -> anyhow::Result<Value> {
+        self.mark("apply_machine_config_node_spec");
+        self.inner.apply_machine_config_node_spec(spec).await
+    }
+    async fn get_custom_resource_definition(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        self.mark("get_custom_resource_definition");
+        self.inner.get_custom_resource_definition(name).await
+    }
 }
 
 const NODE: &str = r#"
@@ -680,6 +726,28 @@ metadata:
   annotations:
     machineconfiguration.openshift.io/currentConfig: rendered-worker-1
     machineconfiguration.openshift.io/desiredConfig: rendered-worker-2
+"#;
+
+/// The ControllerConfig the daemon watches (the fields its CRD requires).
+const CONTROLLER_CONFIG: &str = r#"
+apiVersion: machineconfiguration.openshift.io/v1
+kind: ControllerConfig
+metadata: {name: machine-config-controller}
+spec:
+  additionalTrustBundle: null
+  baseOSContainerImage: quay.io/openshift/os@sha256:00
+  cloudProviderCAData: null
+  cloudProviderConfig: ""
+  clusterDNSIP: 172.30.0.10
+  dns: {spec: {baseDomain: example.com}}
+  images: {}
+  infra: {spec: {}, status: {}}
+  ipFamilies: IPv4
+  kubeAPIServerServingCAData: null
+  network: null
+  proxy: null
+  releaseImage: quay.io/openshift/release@sha256:00
+  rootCAData: null
 "#;
 
 /// Two pods to evict (one in another namespace) and a DaemonSet pod a drain leaves alone.
@@ -729,6 +797,7 @@ async fn env() -> Env {
     }
     sim.load_yaml(NODE).unwrap();
     sim.load_yaml(PODS).unwrap();
+    sim.load_yaml(CONTROLLER_CONFIG).unwrap();
     for example in [
         "rendered-worker-2.yaml",
         "machineconfiguration-cluster.yaml",
@@ -774,8 +843,21 @@ async fn common_flow(e: &Env) {
     let c = &e.cluster;
     c.get_machine_config("rendered-worker-2").await.unwrap();
     assert!(c.get_machine_configuration().await.unwrap().is_some());
+    let mut cc = watch_controller_config(e.client.clone());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        cc.updates.wait_for(|o| o.is_some()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mcn = McnWriter::new(c.clone(), "worker");
     mcn.ensure(&node).await.unwrap();
+    // The spec follows the desired config (here: rewritten as it is).
+    let stored = c.get_machine_config_node().await.unwrap().unwrap();
+    c.apply_machine_config_node_spec(&stored["spec"])
+        .await
+        .unwrap();
     let writer = AnnotationWriter::new(c.clone());
     writer
         .set_state(NodeState::Working, "", Some(&node))
@@ -811,7 +893,16 @@ fn requests(sim: &KubeSim) -> BTreeSet<Served> {
                 [plural, _, sub] => format!("{plural}/{sub}"),
                 _ => panic!("unexpected resource path {path}"),
             };
-            let name = rest.get(1).map(|n| n.to_string());
+            // As the API server's RequestInfo: a LIST or WATCH with the field selector
+            // metadata.name=<name> is a request for that name (what resourceNames can allow).
+            let selected = r.path_and_query.split_once('?').and_then(|(_, q)| {
+                q.split('&').find_map(|kv| {
+                    let v = kv.strip_prefix("fieldSelector=")?;
+                    let v = v.replace("%3D", "=").replace("%3d", "=");
+                    v.strip_prefix("metadata.name=").map(str::to_string)
+                })
+            });
+            let name = rest.get(1).map(|n| n.to_string()).or(selected);
             (r.verb.clone(), group.to_string(), resource, ns, name)
         })
         .collect()

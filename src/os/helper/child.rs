@@ -13,18 +13,34 @@ use tokio::sync::{mpsc, watch};
 use super::protocol::{Event, Request, WireError};
 use crate::os::ostree_backend::{ExecContext, execute};
 
-/// `machine-config-daemon ostree-helper`: serve one request.
+/// `machine-config-daemon ostree-helper`: serve one request. Exit status 2 when stdin held no valid
+/// request, 1 when the helper could not run; otherwise 0, whatever the operation's result.
 pub fn run() -> ExitCode {
     match serve() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::BadRequest(e)) => {
+            eprintln!("ostree helper: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
             eprintln!("ostree helper: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve() -> Result<()> {
+enum Failure {
+    BadRequest(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+fn serve() -> Result<(), Failure> {
     // The events go to the daemon on what was stdout; anything else printing to stdout (a library, a
     // child process) lands in stderr instead of corrupting them.
     let events_fd: OwnedFd = rustix::io::dup(std::io::stdout().as_fd()).context("dup stdout")?;
@@ -34,7 +50,9 @@ fn serve() -> Result<()> {
     let mut line = String::new();
     let mut stdin = std::io::stdin().lock();
     stdin.read_line(&mut line).context("Reading the request")?;
-    let request: Request = serde_json::from_str(&line).context("Parsing the request")?;
+    let request: Request = serde_json::from_str(&line)
+        .context("Parsing the request")
+        .map_err(Failure::BadRequest)?;
     drop(stdin);
 
     let (cancel_tx, cancel) = watch::channel(false);
@@ -103,6 +121,7 @@ fn serve() -> Result<()> {
             }
         }
         send(&Event::Done(result.map_err(|e| WireError::from_error(&e))));
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
 }

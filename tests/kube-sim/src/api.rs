@@ -911,6 +911,37 @@ impl Core {
                 "error decoding YAML: the apply configuration is not an object",
             ));
         }
+        // Unlike create, update and the other patches (which prune unknown fields, with a warning),
+        // server-side apply converts the configuration to a typed object first, and a field the
+        // schema does not declare fails that conversion: structured-merge-diff's error as a plain
+        // error, which the server answers as a 500 without a reason (kube-apiserver 1.32,
+        // `structuredMergeManager.Apply` in apimachinery's managedfields; kubernetes#139253).
+        if let Some(custom) = &t.rt.custom {
+            let undeclared = validate::undeclared_fields(&custom.schema, &applied);
+            if !undeclared.is_empty() {
+                let errors: Vec<String> = undeclared
+                    .iter()
+                    .map(|p| format!("{p}: field not declared in schema"))
+                    .collect();
+                let errors = if errors.len() == 1 {
+                    errors[0].clone()
+                } else {
+                    format!("errors:\n  {}", errors.join("\n  "))
+                };
+                return Err(ApiError::unclassified(
+                    500,
+                    format!(
+                        "failed to create typed patch object ({}/{}; {}, Kind={}): {errors}",
+                        applied["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or_default(),
+                        applied["metadata"]["name"].as_str().unwrap_or_default(),
+                        t.rt.api_version(),
+                        t.rt.kind
+                    ),
+                ));
+            }
+        }
         let mut state = self.lock();
         let Some(old) = state.get(&t.rt.storage, &t.key()).cloned() else {
             if t.sub.is_some() {

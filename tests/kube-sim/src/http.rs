@@ -313,6 +313,13 @@ fn wants_table(accept: &str) -> bool {
 }
 
 fn resource(core: &Arc<Core>, t: Target, req: &Request, verb: &str) -> Response {
+    // The served custom types are fixed at start (`SimOptions::feature_set`): a written CRD would
+    // not change them, so kube-sim refuses the write rather than pretend (a real server accepts it).
+    if t.rt.storage == "customresourcedefinitions.apiextensions.k8s.io"
+        && !matches!(verb, "get" | "list" | "watch")
+    {
+        return error_response(&ApiError::method_not_allowed());
+    }
     let sub = t.sub.clone();
     let result: ApiResult = match (verb, sub.as_deref()) {
         ("watch", None) => {

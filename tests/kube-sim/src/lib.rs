@@ -4,6 +4,12 @@
 //! Start it in-process with [`KubeSim::start`] (tests), or run the `kube-sim` binary
 //! (`kube-sim --port 0 --kubeconfig OUT --load FILE.yaml…`, which prints its URL).
 //!
+//! The custom resources are the openshift/api CRDs in `crds/` (MachineConfig, MachineConfigNode,
+//! MachineConfigPool, MachineConfiguration, ControllerConfig), validated as the real server does for
+//! structural schemas; the MachineConfigNode CRD is the variant of [`SimOptions::feature_set`] (Default,
+//! or TechPreviewNoUpgrade with the image-mode fields). The CRD objects are served read-only under
+//! `apiextensions.k8s.io/v1`.
+//!
 //! Besides the Kubernetes API it serves a control API under `/_sim/` (a path no real server
 //! serves) with the same operations as the [`KubeSim`] handle: inject failures, add latency, drop
 //! watches, compact the watch history, mark pods ready, read request counters and the request log.
@@ -34,6 +40,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 pub use faults::{FaultRule, RequestRecord};
+pub use resources::FeatureSet;
 
 use api::{Core, CoreOptions};
 use store::State;
@@ -57,6 +64,8 @@ pub struct SimOptions {
     pub default_watch_timeout: Duration,
     /// Interval of BOOKMARK events on long watches.
     pub bookmark_interval: Duration,
+    /// Which variant of the feature-set-dependent CRDs is installed (the MachineConfigNode one).
+    pub feature_set: FeatureSet,
 }
 
 impl Default for SimOptions {
@@ -70,6 +79,7 @@ impl Default for SimOptions {
             history_window: 1000,
             default_watch_timeout: Duration::from_secs(1800),
             bookmark_interval: Duration::from_secs(60),
+            feature_set: FeatureSet::Default,
         }
     }
 }
@@ -91,7 +101,7 @@ impl KubeSim {
         state.history_limit = opts.history_window.max(1);
         let (drop_tx, _) = tokio::sync::watch::channel(0u64);
         let core = Arc::new(Core {
-            registry: resources::Registry::new(),
+            registry: resources::Registry::with_feature_set(opts.feature_set),
             state: Mutex::new(state),
             controls: Mutex::new(faults::Controls {
                 log_limit: 10_000,
@@ -107,6 +117,9 @@ impl KubeSim {
         });
         for ns in ["default", "kube-node-lease", "kube-public", "kube-system"] {
             core.seed(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
+        }
+        for crd in core.registry.crds.clone() {
+            core.seed(resources::installed_crd(&crd))?;
         }
         for file in &opts.load {
             let text = std::fs::read_to_string(file)

@@ -26,6 +26,10 @@ struct Args {
     /// Number of watch events kept; older resourceVersions get 410 Expired.
     #[arg(long, default_value_t = 1000)]
     history_window: usize,
+    /// The cluster's feature set: which variant of the MachineConfigNode CRD is installed
+    /// (Default, or TechPreviewNoUpgrade with the image-mode status fields).
+    #[arg(long, default_value = "Default")]
+    feature_set: kube_sim::FeatureSet,
 }
 
 #[tokio::main]
@@ -47,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         history_window: args.history_window,
         default_watch_timeout: Duration::from_secs(1800),
         bookmark_interval: Duration::from_secs(60),
+        feature_set: args.feature_set,
     };
     let sim = match kube_sim::KubeSim::start(opts).await {
         Ok(s) => s,

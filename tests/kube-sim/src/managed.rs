@@ -211,7 +211,14 @@ pub fn remove_fields(obj: &mut Value, s: &Value) {
                             }
                         }
                     }
-                    _ => remove_fields(child, sub),
+                    _ => {
+                        remove_fields(child, sub);
+                        // A struct left empty by the removal goes too (structured-merge-diff's
+                        // removingWalker returns no map when none of it is left; kube 1.32).
+                        if child.as_object().is_some_and(|m| m.is_empty()) {
+                            map.shift_remove(field);
+                        }
+                    }
                 }
             }
         }
@@ -346,5 +353,14 @@ mod tests {
         let mut live = json!({"status": {"conditions": [{"type": "A"}, {"type": "B"}]}});
         remove_fields(&mut live, &s);
         assert_eq!(live, json!({"status": {"conditions": [{"type": "B"}]}}));
+        // A struct whose last field is removed is removed with it.
+        let s = field_set(
+            &json!({"spec": {"configImage": {"desiredImage": "x"}}}),
+            false,
+        );
+        let mut live =
+            json!({"spec": {"configImage": {"desiredImage": "x"}, "pool": {"name": "w"}}});
+        remove_fields(&mut live, &s);
+        assert_eq!(live, json!({"spec": {"pool": {"name": "w"}}}));
     }
 }

@@ -7,14 +7,44 @@ use serde_json::Value;
 
 use crate::status::ResourceName;
 
+const MCN_DEFAULT: &str = include_str!(
+    "../crds/0000_80_machine-config_01_machineconfignodes-SelfManagedHA-Default.crd.yaml"
+);
+const MCN_TECH_PREVIEW: &str = include_str!(
+    "../crds/techpreview/0000_80_machine-config_01_machineconfignodes-SelfManagedHA-TechPreviewNoUpgrade.crd.yaml"
+);
+
+/// The CRDs served with every feature set; the MachineConfigNode one depends on it.
 const CRDS: &[&str] = &[
     include_str!("../crds/0000_80_machine-config_01_machineconfigs.crd.yaml"),
-    include_str!(
-        "../crds/0000_80_machine-config_01_machineconfignodes-SelfManagedHA-Default.crd.yaml"
-    ),
     include_str!("../crds/0000_80_machine-config_01_machineconfigpools.crd.yaml"),
     include_str!("../crds/0000_80_machine-config_01_machineconfigurations.crd.yaml"),
+    include_str!("../crds/0000_80_machine-config_01_controllerconfigs-Default.crd.yaml"),
 ];
+
+/// The cluster's feature set, which decides which variant of a CRD is installed (openshift/api ships
+/// one manifest per feature set, annotated `release.openshift.io/feature-set`). Only the
+/// MachineConfigNode CRD differs among the ones kube-sim serves: TechPreviewNoUpgrade adds
+/// `spec.configImage` and `status.configImage` (feature gate ImageModeStatusReporting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FeatureSet {
+    #[default]
+    Default,
+    TechPreviewNoUpgrade,
+}
+
+impl std::str::FromStr for FeatureSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Default" => Ok(FeatureSet::Default),
+            "TechPreviewNoUpgrade" => Ok(FeatureSet::TechPreviewNoUpgrade),
+            other => Err(format!(
+                "unknown feature set {other:?} (Default or TechPreviewNoUpgrade)"
+            )),
+        }
+    }
+}
 
 /// What a custom resource brings along from its CRD.
 #[derive(Debug)]
@@ -111,6 +141,9 @@ impl ResourceType {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub types: Vec<Arc<ResourceType>>,
+    /// The CustomResourceDefinition objects behind the custom types, as installed (served read-only
+    /// under apiextensions.k8s.io/v1).
+    pub crds: Vec<Value>,
 }
 
 struct Builtin {
@@ -241,6 +274,21 @@ const BUILTINS: &[Builtin] = &[
         generation: false,
         hash: "r2yiGXH7wu8=",
     },
+    // Read-only here: the served custom types come from the embedded CRDs (see `FeatureSet`).
+    Builtin {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short: &["crd", "crds"],
+        categories: &["api-extensions"],
+        status: true,
+        storage: "customresourcedefinitions.apiextensions.k8s.io",
+        generation: true,
+        hash: "",
+    },
     Builtin {
         group: "policy",
         version: "v1",
@@ -259,6 +307,10 @@ const BUILTINS: &[Builtin] = &[
 
 impl Registry {
     pub fn new() -> Self {
+        Self::with_feature_set(FeatureSet::Default)
+    }
+
+    pub fn with_feature_set(feature_set: FeatureSet) -> Self {
         let mut types: Vec<Arc<ResourceType>> = BUILTINS
             .iter()
             .map(|b| {
@@ -280,10 +332,17 @@ impl Registry {
                 })
             })
             .collect();
-        for text in CRDS {
-            types.push(Arc::new(parse_crd(text).expect("embedded CRD parses")));
+        let mcn = match feature_set {
+            FeatureSet::Default => MCN_DEFAULT,
+            FeatureSet::TechPreviewNoUpgrade => MCN_TECH_PREVIEW,
+        };
+        let mut crds = Vec::new();
+        for text in [CRDS[0], mcn].iter().chain(&CRDS[1..]) {
+            let crd: Value = serde_yaml::from_str(text).expect("embedded CRD parses");
+            types.push(Arc::new(parse_crd(&crd).expect("embedded CRD parses")));
+            crds.push(crd);
         }
-        Registry { types }
+        Registry { types, crds }
     }
 
     /// Look a type up by its URL coordinates.
@@ -338,8 +397,33 @@ impl Default for Registry {
     }
 }
 
-fn parse_crd(text: &str) -> anyhow::Result<ResourceType> {
-    let crd: Value = serde_yaml::from_str(text)?;
+/// A CRD as the API server stores it once installed: its manifest plus the status the
+/// apiextensions controllers write (names accepted, established, the stored version).
+pub fn installed_crd(crd: &Value) -> Value {
+    let mut obj = crd.clone();
+    let storage: Vec<Value> = crd["spec"]["versions"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v["storage"] == Value::Bool(true))
+                .map(|v| v["name"].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    obj["status"] = serde_json::json!({
+        "acceptedNames": crd["spec"]["names"].clone(),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": "1970-01-01T00:00:00Z"},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": "1970-01-01T00:00:00Z"},
+        ],
+        "storedVersions": storage,
+    });
+    obj
+}
+
+fn parse_crd(crd: &Value) -> anyhow::Result<ResourceType> {
     let spec = &crd["spec"];
     let names = &spec["names"];
     let version = spec["versions"]

@@ -185,6 +185,12 @@ impl ApiError {
         Self::new(500, "InternalError", message, None)
     }
 
+    /// An error the server did not classify: only the code and the message (e.g. a plain Go error
+    /// turned into a 500).
+    pub fn unclassified(code: u16, message: impl Into<String>) -> Self {
+        Self::new(code, "", message, None)
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             405,

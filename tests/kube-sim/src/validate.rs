@@ -204,6 +204,14 @@ fn check_value(
                     }
                 }
             }
+            // kube-openapi's `byte` format: standard base64 with padding (Go's StdEncoding).
+            if schema["format"] == "byte" && !is_base64(s) {
+                report.causes.push(Cause::new(
+                    "FieldValueTypeInvalid",
+                    path,
+                    format!("Invalid value: \"{s}\": {path} in body must be of type byte: \"{s}\""),
+                ));
+            }
             if schema["format"] == "date-time" && crate::store::parse_time(s).is_none() {
                 report.causes.push(Cause::new(
                     "FieldValueInvalid",
@@ -320,7 +328,57 @@ fn run_rules(
     }
 }
 
+fn is_base64(s: &str) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+}
+
+/// Paths of the fields of `obj` its schema does not declare (what pruning would drop), in
+/// structured-merge-diff's notation (`.status.configImage`).
+pub fn undeclared_fields(schema: &Value, obj: &Value) -> Vec<String> {
+    let mut copy = obj.clone();
+    check_custom(schema, &mut copy, None)
+        .unknown
+        .into_iter()
+        .map(|p| format!(".{p}"))
+        .collect()
+}
+
+/// The image pull spec rules of MachineConfigNode `configImage` (openshift/api
+/// `ImageDigestFormat`): `(self.split('@').size() == 2 && self.split('@')[1].matches('RE'))` and
+/// `(self.split('@')[0].matches('RE'))`. `None` when `rule` is not of that shape.
+fn eval_split_rule(rule: &str, v: &Value) -> Option<bool> {
+    let inner = rule.strip_prefix('(')?.strip_suffix(')')?;
+    let s = v.as_str()?;
+    let parts: Vec<&str> = s.split('@').collect();
+    let mut ok = true;
+    for term in inner.split(" && ") {
+        let term = term.trim();
+        if term == "self.split('@').size() == 2" {
+            ok &= parts.len() == 2;
+            continue;
+        }
+        let rest = term.strip_prefix("self.split('@')[")?;
+        let (index, rest) = rest.split_once(']')?;
+        let index: usize = index.parse().ok()?;
+        let pattern = rest.strip_prefix(".matches('")?.strip_suffix("')")?;
+        // CEL evaluates `&&` left to right: an index out of range only fails the rule when reached.
+        if !ok {
+            break;
+        }
+        let Some(part) = parts.get(index) else {
+            return Some(false);
+        };
+        let re = Regex::new(&pattern.replace("\\\\", "\\")).ok()?;
+        ok &= re.is_match(part);
+    }
+    Some(ok)
+}
+
 fn eval_rule(rule: &str, v: &Value, old: Option<&Value>) -> Option<bool> {
+    if rule.starts_with("(self.split('@')") {
+        return eval_split_rule(rule, v);
+    }
     let as_f64 = |x: Option<&Value>| x.and_then(Value::as_f64);
     match rule {
         "self.metadata.name == self.spec.node.name" => {

@@ -15,6 +15,7 @@ pub mod rpm_ostreed;
 pub mod sweep;
 pub mod sysroot;
 pub mod systemd;
+pub mod tls;
 
 use std::path::Path;
 

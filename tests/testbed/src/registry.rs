@@ -12,6 +12,7 @@ use fn_error_context::context;
 
 use crate::cmd::run;
 use crate::image::ImageLab;
+use crate::tls::{ServerCert, TestCa};
 
 /// Username/password for a registry started with htpasswd auth.
 #[derive(Debug, Clone)]
@@ -60,17 +61,26 @@ pub struct Registry {
     dir: PathBuf,
     access_log: PathBuf,
     credentials: Option<Credentials>,
+    /// With TLS: the CA that signed the registry's certificate (PEM), which clients must trust.
+    tls_ca: Option<String>,
+}
+
+/// TLS for a registry: its certificate and the CA clients must trust.
+#[derive(Debug, Clone)]
+struct Tls {
+    server: ServerCert,
+    ca_pem: String,
 }
 
 impl Registry {
     /// Start a registry without authentication.
     pub fn start() -> Result<Self> {
-        Self::start_impl(None, None, None)
+        Self::start_impl(None, None, None, None)
     }
 
     /// Keep storage and logs in `dir` and listen on `port` (0: a free one): for the CLI and demos.
     pub fn start_in(dir: &Path, port: u16, credentials: Option<Credentials>) -> Result<Self> {
-        Self::start_impl(credentials, Some(dir), Some(port).filter(|p| *p != 0))
+        Self::start_impl(credentials, Some(dir), Some(port).filter(|p| *p != 0), None)
     }
 
     /// Start a registry that requires these credentials (htpasswd, bcrypt), for pushes and pulls.
@@ -82,7 +92,19 @@ impl Registry {
             }),
             None,
             None,
+            None,
         )
+    }
+
+    /// Start a registry serving HTTPS only, with a certificate for 127.0.0.1 signed by `ca`, and
+    /// htpasswd authentication when `credentials` are given. Clients must trust `ca` (see
+    /// [`Registry::tls_ca_pem`]); nothing is added to the host's trust store.
+    pub fn start_tls(ca: &TestCa, credentials: Option<Credentials>) -> Result<Self> {
+        let tls = Tls {
+            server: ca.server_cert(&["127.0.0.1"], &["localhost"])?,
+            ca_pem: ca.cert_pem(),
+        };
+        Self::start_impl(credentials, None, None, Some(tls))
     }
 
     #[context("Starting docker-registry")]
@@ -90,6 +112,7 @@ impl Registry {
         credentials: Option<Credentials>,
         dir: Option<&Path>,
         port: Option<u16>,
+        tls: Option<Tls>,
     ) -> Result<Self> {
         let (temp, dir) = match dir {
             Some(d) => (None, d.to_path_buf()),
@@ -112,7 +135,7 @@ impl Registry {
                 Some(p) => p,
                 None => free_port()?,
             };
-            match Self::spawn_on(&dir, port, credentials.clone(), temp.take()) {
+            match Self::spawn_on(&dir, port, credentials.clone(), tls.clone(), temp.take()) {
                 Ok(registry) => return Ok(registry),
                 Err((e, t)) => {
                     let lost_race = format!("{e:#}").contains("address already in use");
@@ -132,6 +155,7 @@ impl Registry {
         dir: &Path,
         port: u16,
         credentials: Option<Credentials>,
+        tls: Option<Tls>,
         temp: Option<tempfile::TempDir>,
     ) -> std::result::Result<Self, (anyhow::Error, Option<tempfile::TempDir>)> {
         let storage = dir.join("storage");
@@ -142,6 +166,17 @@ impl Registry {
                  http:\n  addr: 127.0.0.1:{port}\n",
                 storage.display()
             );
+            if let Some(t) = &tls {
+                let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+                std::fs::write(&cert, &t.server.cert_pem)?;
+                std::fs::write(&key, &t.server.key_pem)?;
+                // Under `http:`, the last section so far.
+                config.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                ));
+            }
             if let Some(c) = &credentials {
                 let hash = bcrypt::hash(&c.password, 5).context("Hashing the password")?;
                 let htpasswd = dir.join("htpasswd");
@@ -181,6 +216,7 @@ impl Registry {
             dir: dir.to_path_buf(),
             access_log,
             credentials,
+            tls_ca: tls.map(|t| t.ca_pem),
         };
         match registry.wait_ready() {
             Ok(()) => Ok(registry),
@@ -202,7 +238,11 @@ impl Registry {
                 bail!("docker-registry exited ({status}): {}", log.trim());
             }
             // 200, or 401 with auth: a registry answers /v2/ so; anything else is not ours (yet).
-            if matches!(http_status(self.port, "/v2/"), Ok(200 | 401)) {
+            let status = match &self.tls_ca {
+                Some(ca) => https_status(self.port, "/v2/", ca),
+                None => http_status(self.port, "/v2/"),
+            };
+            if matches!(status, Ok(200 | 401)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -226,6 +266,11 @@ impl Registry {
 
     pub fn credentials(&self) -> Option<&Credentials> {
         self.credentials.as_ref()
+    }
+
+    /// The CA a client must trust, for a registry started with [`Registry::start_tls`].
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls_ca.as_deref()
     }
 
     /// `127.0.0.1:<port>/<name>:<tag>`, a pull spec as a MachineConfig's osImageURL has it.
@@ -385,6 +430,30 @@ fn parse_access_line(line: &str) -> Result<AccessLogEntry> {
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("Binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Minimal HTTP/1.0 GET over TLS on 127.0.0.1 (the certificate verified against `ca_pem` for the
+/// IP address), returning the status code.
+fn https_status(port: u16, path: &str, ca_pem: &str) -> Result<u16> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    b.cert_store_mut()
+        .add_cert(openssl::x509::X509::from_pem(ca_pem.as_bytes())?)?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut s = b
+        .build()
+        .connect("127.0.0.1", tcp)
+        .map_err(|e| anyhow!("TLS handshake: {e}"))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("no HTTP status"))?;
+    Ok(status.parse()?)
 }
 
 /// Minimal HTTP/1.0 GET on 127.0.0.1, returning the status code.

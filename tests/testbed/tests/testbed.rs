@@ -179,6 +179,48 @@ async fn registry_with_auth_rejects_anonymous_pulls() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TLS registry is trusted only through a certificate directory holding its CA (what skopeo's
+/// `--cert-dir` and containers-certs.d(5) expect), and still wants its credentials.
+#[tokio::test]
+async fn tls_registry_wants_its_ca_and_credentials() -> anyhow::Result<()> {
+    let lab = ImageLab::new()?;
+    lab.build_base(&BaseSpec::new("base", "1.0")).await?;
+    let ca = testbed::tls::TestCa::new("testbed registry CA")?;
+    let registry = Registry::start_tls(
+        &ca,
+        Some(testbed::Credentials {
+            username: "puller".into(),
+            password: "s3cret".into(),
+        }),
+    )?;
+    let pushed = registry.push(&lab, "base", "os")?;
+    let certs = tempfile::tempdir()?;
+    std::fs::write(certs.path().join("ca.crt"), registry.tls_ca_pem().unwrap())?;
+    let inspect = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo")
+            .arg("inspect")
+            .args(args)
+            .arg(format!("docker://{pushed}"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let cert_dir = format!("--cert-dir={}", certs.path().display());
+    let (ok, err) = inspect(&["--creds=puller:s3cret"]);
+    assert!(
+        !ok && err.contains("certificate signed by unknown authority"),
+        "{err}"
+    );
+    let (ok, err) = inspect(&[&cert_dir, "--no-creds"]);
+    assert!(!ok && err.contains("authentication required"), "{err}");
+    let (ok, err) = inspect(&[&cert_dir, "--creds=puller:s3cret"]);
+    assert!(ok, "{err}");
+    Ok(())
+}
+
 /// The `testbed` CLI as the demo and shell scripts use it.
 #[test]
 fn cli_builds_serves_pushes_and_creates_sysroots() -> anyhow::Result<()> {

@@ -382,6 +382,15 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
             keys == format!("core 600\n{KEY}\n"),
             "core's authorized keys: {keys:?}"
         );
+        // Debian's sshd reads that file for core (the image ships the Debian package's sshd line).
+        let sshd = node.vm.exec_ok(
+            "sshd -T -C user=core,host=vmtest,addr=127.0.0.1 | grep -i '^authorizedkeysfile '",
+        )?;
+        ensure!(
+            sshd.trim()
+                == "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2 .ssh/authorized_keys.d/ignition",
+            "sshd does not read authorized_keys.d/ignition: {sshd:?}"
+        );
         ensure!(
             booted_checksum(node)? == booted,
             "the booted deployment changed"

@@ -124,6 +124,12 @@ pub fn image_spec(ws: &Workspace) -> Result<ImageSpec> {
             units.join("machine-config-daemon.tmpfiles.conf"),
             0o644,
         )
+        // What the Debian package adds for Debian's sshd to read authorized_keys.d/ignition.
+        .file(
+            "/etc/ssh/sshd_config.d/50-machine-config-daemon.conf",
+            repo.join("packaging/debian/sshd-authorized-keys.conf"),
+            0o644,
+        )
         // What `systemctl preset` makes of the preset file and the units' [Install] sections.
         .enable("machine-config-daemon.service", "multi-user.target")
         .enable("firstboot-osupdate.target", "multi-user.target")

@@ -154,7 +154,9 @@ pub fn parse(
         InvalidInput::new(format!("{field}.ignition.version"), "must be a string")
     })?;
     if version == "2.2.0" {
-        return normalize(v2::translate(config, field)?, version, field);
+        let ign = normalize(v2::translate(config, field)?, version, field)?;
+        mode_warnings(&ign, field, warnings);
+        return Ok(ign);
     }
     if !V3_VERSIONS.contains(&version) {
         return Err(unsupported_version(field, version));
@@ -162,7 +164,34 @@ pub fn parse(
     // Our pass first: it names the failing field. Then the crate's per-version schema check.
     let ign = normalize(deserialize_at::<RawConfig>(config, field)?, version, field)?;
     check_v3(config, version, field, warnings)?;
+    mode_warnings(&ign, field, warnings);
     Ok(ign)
+}
+
+/// Modes that are legal but almost always a mistake (a `7777` typed for `0777`): setuid or setgid
+/// files, and files any local user may change. Ignition writes them as asked, and so do we; the
+/// admin is told.
+fn mode_warnings(ign: &Ignition, field: &str, warnings: &mut Vec<String>) {
+    for (i, f) in ign.files.iter().enumerate() {
+        let mut risks = Vec::new();
+        if f.mode & 0o4000 != 0 {
+            risks.push("setuid (runs as its owner)");
+        }
+        if f.mode & 0o2000 != 0 {
+            risks.push("setgid (runs with its group)");
+        }
+        if f.mode & 0o002 != 0 {
+            risks.push("world-writable (any local user can change it)");
+        }
+        if !risks.is_empty() {
+            warnings.push(format!(
+                "{field}.storage.files[{i}].mode: {:04o} makes {} {}; is that intended?",
+                f.mode,
+                f.path,
+                risks.join(" and ")
+            ));
+        }
+    }
 }
 
 const V3_VERSIONS: &[&str] = &["3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0"];
@@ -191,7 +220,7 @@ fn check_v3(
             for w in unused {
                 match w {
                     ignition_config::Warning::UnusedKey(key) => {
-                        let key = key.trim_start_matches("$.");
+                        let key = bracket_indices(key.trim_start_matches("$."));
                         warnings.push(format!(
                             "{field}.{key}: unknown key for Ignition {version}, ignored"
                         ));
@@ -209,6 +238,23 @@ fn check_v3(
             format!("invalid Ignition {version} config: {e}"),
         )),
     }
+}
+
+/// `storage.files.0.x` (the `ignition-config` crate's key paths) in the style of every other message:
+/// `storage.files[0].x`.
+fn bracket_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for (i, part) in path.split('.').enumerate() {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if i > 0 {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// Deserialize with the failing field named, e.g. `spec.config.storage.files[2].mode`.
@@ -833,10 +879,46 @@ mod tests {
         // `compression` was added in 3.1; in a 3.0 config it is an unknown key (ignored, as Ignition does).
         let (_, w) = parse_ok(json!({
             "ignition": {"version": "3.0.0"},
-            "storage": {"files": [{"path": "/etc/x", "contents": {"source": "data:,hi", "compression": ""}}]},
+            "storage": {"files": [{"path": "/etc/x", "contents": {"source": "data:,hi", "compression": ""}, "oops": 1}]},
             "bogus": 1,
         }));
         assert!(w.iter().any(|w| w.contains("bogus")), "{w:?}");
+        // Key paths are written as in errors: files[0], not files.0.
+        assert!(
+            w.contains(
+                &"spec.config.storage.files[0].oops: unknown key for Ignition 3.0.0, ignored"
+                    .to_string()
+            ),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn risky_modes_warn() {
+        let cfg = |mode: i64| {
+            json!({"ignition": {"version": "3.4.0"}, "storage": {"files": [
+                {"path": "/etc/ok", "mode": 0o755},
+                {"path": "/etc/x", "mode": mode}]}})
+        };
+        let (_, w) = parse_ok(cfg(0o7777));
+        assert_eq!(
+            w,
+            [
+                "spec.config.storage.files[1].mode: 7777 makes /etc/x setuid (runs as its owner) and setgid (runs with its group) and world-writable (any local user can change it); is that intended?"
+            ]
+        );
+        let (_, w) = parse_ok(cfg(0o666));
+        assert_eq!(
+            w,
+            [
+                "spec.config.storage.files[1].mode: 0666 makes /etc/x world-writable (any local user can change it); is that intended?"
+            ]
+        );
+        assert!(
+            parse_ok(cfg(0o1755)).1.is_empty(),
+            "sticky alone is harmless"
+        );
+        assert!(parse_ok(cfg(0o600)).1.is_empty());
     }
 
     #[test]

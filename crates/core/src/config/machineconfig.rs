@@ -175,7 +175,7 @@ impl MachineConfig {
             InvalidInput::new(
                 "spec.kernelType",
                 format!(
-                    "unknown kernel type {kernel_type_raw:?} (use default, realtime or 64k-pages)"
+                    "unknown kernel type {kernel_type_raw:?} (use default, throughput, realtime or 64k-pages; \"\" means default)"
                 ),
             )
         })?;

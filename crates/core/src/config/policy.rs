@@ -2,6 +2,11 @@
 //!
 //! Validation follows the CRD's rules (service names, standalone Reboot/None, list sizes) so a policy the
 //! API server would reject is rejected here too, with the field named.
+//!
+//! The operator's `status.nodeDisruptionPolicyStatus.clusterPolicies` (its merge of the cluster's
+//! defaults with `spec`) is kept too: the MCD takes its policies from there, once
+//! `status.observedGeneration` has caught up with `metadata.generation`
+//! (`calculatePostConfigChangeNodeDisruptionAction` in MCO `pkg/daemon/update.go`).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -54,12 +59,56 @@ pub enum StorageOverride {
     Raid,
 }
 
+/// `status.nodeDisruptionPolicyStatus.clusterPolicies`: the effective policies as the operator merged
+/// them (defaults of the cluster's version + `spec.nodeDisruptionPolicy`). Actions may be `Special`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPolicies {
+    pub files: Vec<FilePolicy>,
+    pub units: Vec<UnitPolicy>,
+    pub ssh_key: Vec<PolicyAction>,
+}
+
+/// What the operator wrote in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorStatus {
+    /// `status.observedGeneration` (0 when absent, as Go's zero value).
+    pub observed_generation: i64,
+    pub cluster_policies: Option<ClusterPolicies>,
+}
+
 /// A validated MachineConfiguration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MachineConfiguration {
     pub name: String,
+    /// `metadata.generation` (0 when absent).
+    pub generation: i64,
     pub node_disruption_policy: NodeDisruptionPolicy,
     pub storage_overrides: Vec<StorageOverride>,
+    /// `None` when no operator wrote a status.
+    pub status: Option<OperatorStatus>,
+}
+
+impl MachineConfiguration {
+    /// The operator's cluster policies, when it wrote them for this generation of `spec`.
+    pub fn current_cluster_policies(&self) -> Option<&ClusterPolicies> {
+        let status = self.status.as_ref()?;
+        (status.observed_generation == self.generation)
+            .then_some(status.cluster_policies.as_ref())
+            .flatten()
+    }
+
+    /// The operator wrote cluster policies, but for an older generation of `spec`.
+    pub fn cluster_policies_stale(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.cluster_policies.is_some() && s.observed_generation != self.generation
+        })
+    }
+
+    /// Drop the operator's status: plan with the built-in defaults merged with `spec`.
+    pub fn without_status(mut self) -> Self {
+        self.status = None;
+        self
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,12 +122,32 @@ struct Raw {
     metadata: RawMeta,
     #[serde(default)]
     spec: RawSpec,
+    #[serde(default)]
+    status: Option<RawStatus>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct RawMeta {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    #[serde(default)]
+    observed_generation: Option<i64>,
+    #[serde(default)]
+    node_disruption_policy_status: Option<RawPolicyStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPolicyStatus {
+    #[serde(default)]
+    cluster_policies: Option<RawPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,61 +240,35 @@ impl MachineConfiguration {
             ));
         }
         let policy = raw.spec.node_disruption_policy.unwrap_or_default();
-        let base = "spec.nodeDisruptionPolicy";
-        let raw_files = policy.files.unwrap_or_default();
-        if raw_files.len() > 50 {
-            return Err(InvalidInput::new(
-                format!("{base}.files"),
-                "must have at most 50 entries",
-            ));
-        }
-        let mut files = Vec::new();
-        for (i, f) in raw_files.into_iter().enumerate() {
-            let at = format!("{base}.files[{i}]");
-            if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
-                return Err(InvalidInput::new(
-                    format!("{at}.path"),
-                    format!("must be an absolute path, got {:?}", f.path),
-                ));
-            }
-            if files.iter().any(|p: &FilePolicy| p.path == f.path) {
-                return Err(InvalidInput::new(
-                    format!("{at}.path"),
-                    format!("duplicate path {:?}", f.path),
-                ));
-            }
-            let actions = actions(f.actions, &format!("{at}.actions"))?;
-            files.push(FilePolicy {
-                path: f.path,
-                actions,
-            });
-        }
-        let raw_units = policy.units.unwrap_or_default();
-        if raw_units.len() > 50 {
-            return Err(InvalidInput::new(
-                format!("{base}.units"),
-                "must have at most 50 entries",
-            ));
-        }
-        let mut units = Vec::new();
-        for (i, u) in raw_units.into_iter().enumerate() {
-            let at = format!("{base}.units[{i}]");
-            check_unit_name(&u.name).map_err(|why| InvalidInput::new(format!("{at}.name"), why))?;
-            if units.iter().any(|p: &UnitPolicy| p.name == u.name) {
-                return Err(InvalidInput::new(
-                    format!("{at}.name"),
-                    format!("duplicate unit {:?}", u.name),
-                ));
-            }
-            let actions = actions(u.actions, &format!("{at}.actions"))?;
-            units.push(UnitPolicy {
-                name: u.name,
-                actions,
-            });
-        }
-        let ssh_key = match policy.sshkey {
+        let (files, units, ssh_key) = policy_lists(policy, "spec.nodeDisruptionPolicy", 50, false)?;
+        let status = match raw.status {
             None => None,
-            Some(s) => Some(actions(s.actions, &format!("{base}.sshkey.actions"))?),
+            Some(st) => {
+                let cluster_policies = match st
+                    .node_disruption_policy_status
+                    .and_then(|p| p.cluster_policies)
+                {
+                    None => None,
+                    Some(p) => {
+                        let (files, units, ssh_key) = policy_lists(
+                            p,
+                            "status.nodeDisruptionPolicyStatus.clusterPolicies",
+                            100,
+                            true,
+                        )?;
+                        Some(ClusterPolicies {
+                            files,
+                            units,
+                            // The operator always writes sshkey; without it, SSH key changes need nothing.
+                            ssh_key: ssh_key.unwrap_or_else(|| vec![PolicyAction::None]),
+                        })
+                    }
+                };
+                Some(OperatorStatus {
+                    observed_generation: st.observed_generation.unwrap_or(0),
+                    cluster_policies,
+                })
+            }
         };
         let mut storage_overrides = Vec::new();
         let raw_overrides = raw
@@ -251,17 +294,95 @@ impl MachineConfiguration {
         }
         Ok(MachineConfiguration {
             name: raw.metadata.name.unwrap_or_default(),
+            generation: raw.metadata.generation.unwrap_or(0),
             node_disruption_policy: NodeDisruptionPolicy {
                 files,
                 units,
                 ssh_key,
             },
             storage_overrides,
+            status,
         })
     }
 }
 
-fn actions(raw: Vec<RawAction>, field: &str) -> Result<Vec<PolicyAction>, InvalidInput> {
+type PolicyLists = (Vec<FilePolicy>, Vec<UnitPolicy>, Option<Vec<PolicyAction>>);
+
+/// Files, units and the SSH key entry of a policy (`spec.nodeDisruptionPolicy`, or the status's
+/// `clusterPolicies`, where `Special` is allowed and the lists are longer).
+fn policy_lists(
+    policy: RawPolicy,
+    base: &str,
+    max: usize,
+    special: bool,
+) -> Result<PolicyLists, InvalidInput> {
+    let raw_files = policy.files.unwrap_or_default();
+    if raw_files.len() > max {
+        return Err(InvalidInput::new(
+            format!("{base}.files"),
+            format!("must have at most {max} entries"),
+        ));
+    }
+    let mut files = Vec::new();
+    for (i, f) in raw_files.into_iter().enumerate() {
+        let at = format!("{base}.files[{i}]");
+        if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
+            return Err(InvalidInput::new(
+                format!("{at}.path"),
+                format!("must be an absolute path, got {:?}", f.path),
+            ));
+        }
+        if files.iter().any(|p: &FilePolicy| p.path == f.path) {
+            return Err(InvalidInput::new(
+                format!("{at}.path"),
+                format!("duplicate path {:?}", f.path),
+            ));
+        }
+        let actions = actions(f.actions, &format!("{at}.actions"), special)?;
+        files.push(FilePolicy {
+            path: f.path,
+            actions,
+        });
+    }
+    let raw_units = policy.units.unwrap_or_default();
+    if raw_units.len() > max {
+        return Err(InvalidInput::new(
+            format!("{base}.units"),
+            format!("must have at most {max} entries"),
+        ));
+    }
+    let mut units = Vec::new();
+    for (i, u) in raw_units.into_iter().enumerate() {
+        let at = format!("{base}.units[{i}]");
+        check_unit_name(&u.name).map_err(|why| InvalidInput::new(format!("{at}.name"), why))?;
+        if units.iter().any(|p: &UnitPolicy| p.name == u.name) {
+            return Err(InvalidInput::new(
+                format!("{at}.name"),
+                format!("duplicate unit {:?}", u.name),
+            ));
+        }
+        let actions = actions(u.actions, &format!("{at}.actions"), special)?;
+        units.push(UnitPolicy {
+            name: u.name,
+            actions,
+        });
+    }
+    let ssh_key = match policy.sshkey {
+        None => None,
+        Some(s) => Some(actions(
+            s.actions,
+            &format!("{base}.sshkey.actions"),
+            special,
+        )?),
+    };
+    Ok((files, units, ssh_key))
+}
+
+fn actions(
+    raw: Vec<RawAction>,
+    field: &str,
+    special: bool,
+) -> Result<Vec<PolicyAction>, InvalidInput> {
     if raw.is_empty() {
         return Err(InvalidInput::new(field, "must have at least one action"));
     }
@@ -289,6 +410,8 @@ fn actions(raw: Vec<RawAction>, field: &str) -> Result<Vec<PolicyAction>, Invali
             "DaemonReload" => PolicyAction::DaemonReload,
             "Reload" => PolicyAction::Reload(service(a.reload, "reload")?),
             "Restart" => PolicyAction::Restart(service(a.restart, "restart")?),
+            // Only the operator's status uses it (NodeDisruptionPolicyStatusActionType).
+            "Special" if special => PolicyAction::Special,
             other => {
                 return Err(InvalidInput::new(
                     format!("{at}.type"),
@@ -364,6 +487,39 @@ mod tests {
         assert_eq!(
             parse("spec: {}\n").unwrap().node_disruption_policy,
             NodeDisruptionPolicy::default()
+        );
+    }
+
+    #[test]
+    fn operator_status() {
+        let mc = parse(
+            "  generation: 4\nspec: {}\nstatus:\n  observedGeneration: 3\n  nodeDisruptionPolicyStatus:\n    clusterPolicies:\n      files:\n      - path: /etc/containers/registries.conf\n        actions: [{type: Special}]\n      units:\n      - name: kubelet.service\n        actions: [{type: Restart, restart: {serviceName: kubelet.service}}]\n      sshkey:\n        actions: [{type: None}]\n",
+        )
+        .unwrap();
+        assert_eq!(mc.generation, 4);
+        let status = mc.status.as_ref().unwrap();
+        assert_eq!(status.observed_generation, 3);
+        let cp = status.cluster_policies.as_ref().unwrap();
+        assert_eq!(cp.files[0].actions, vec![PolicyAction::Special]);
+        assert_eq!(
+            cp.units[0].actions,
+            vec![PolicyAction::Restart("kubelet.service".into())]
+        );
+        assert!(mc.cluster_policies_stale());
+        assert_eq!(mc.current_cluster_policies(), None);
+        assert!(mc.clone().without_status().status.is_none());
+        // Special is the operator's: a user cannot ask for it in spec.
+        let e = parse("spec:\n  nodeDisruptionPolicy:\n    files:\n    - path: /etc/x\n      actions: [{type: Special}]\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("spec.nodeDisruptionPolicy.files[0].actions[0].type: must be one of"),
+            "{e}"
+        );
+        let e = parse("status:\n  nodeDisruptionPolicyStatus:\n    clusterPolicies:\n      units:\n      - name: x\n        actions: [{type: None}]\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("status.nodeDisruptionPolicyStatus.clusterPolicies.units[0].name:"),
+            "{e}"
         );
     }
 

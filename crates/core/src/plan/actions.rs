@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeDisruptionPolicy;
 use crate::config::paths::{REGISTRIES_CONF, is_under};
 use crate::config::policy::{FilePolicy, PolicyAction, UnitPolicy};
+use crate::config::{MachineConfiguration, NodeDisruptionPolicy};
 
 /// An action the daemon runs after writing a config, as reported in a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,7 +100,48 @@ impl Default for ClusterPolicy {
     }
 }
 
+/// Where the effective policy came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The operator's `status.nodeDisruptionPolicyStatus.clusterPolicies` (as the MCD uses).
+    OperatorStatus,
+    /// Our built-in defaults merged with `spec.nodeDisruptionPolicy` (no operator status).
+    DefaultsMergedWithSpec,
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PolicySource::OperatorStatus => {
+                "the operator's status.nodeDisruptionPolicyStatus.clusterPolicies"
+            }
+            PolicySource::DefaultsMergedWithSpec => {
+                "built-in defaults merged with spec.nodeDisruptionPolicy"
+            }
+        })
+    }
+}
+
 impl ClusterPolicy {
+    /// The policy to plan with: the operator's merge when it is current for `spec` (the operator
+    /// knows the defaults of the cluster's version), else ours.
+    pub fn effective(policy: &MachineConfiguration) -> (Self, PolicySource) {
+        match policy.current_cluster_policies() {
+            Some(cp) => (
+                ClusterPolicy {
+                    files: cp.files.clone(),
+                    units: cp.units.clone(),
+                    ssh_key: cp.ssh_key.clone(),
+                },
+                PolicySource::OperatorStatus,
+            ),
+            None => (
+                ClusterPolicy::merged(&policy.node_disruption_policy),
+                PolicySource::DefaultsMergedWithSpec,
+            ),
+        }
+    }
+
     /// Defaults with the user's entries on top: an entry for the same path or unit replaces the default.
     pub fn merged(user: &NodeDisruptionPolicy) -> Self {
         let mut p = ClusterPolicy::default();

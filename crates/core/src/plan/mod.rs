@@ -5,20 +5,23 @@
 
 pub mod actions;
 pub mod diff;
+pub mod irreconcilable;
 pub mod kargs;
 pub mod reconcile;
 pub mod registries;
 mod render;
+pub mod ssh;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::paths::REGISTRIES_CONF;
 use crate::config::policy::PolicyAction;
 use crate::config::{KernelType, MachineConfig, MachineConfiguration};
-pub use actions::{Action, ClusterPolicy};
+pub use actions::{Action, ClusterPolicy, PolicySource};
 pub use diff::Changes;
 pub use kargs::KernelArgsChange;
 pub use reconcile::Unreconcilable;
+pub use ssh::{SshKey, SshKeysChange};
 
 /// A `{from, to}` change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,8 @@ pub struct Plan {
     pub files: Changes,
     pub units: Changes,
     pub ssh_keys: bool,
+    /// core's SSH keys added and removed (by fingerprint), and how many remain.
+    pub ssh_key_changes: SshKeysChange,
     pub password: bool,
     /// Post-config actions in execution order (empty when unreconcilable).
     pub actions: Vec<Action>,
@@ -175,6 +180,14 @@ pub fn plan_with(
     let files = diff::files(old_ign, new_ign);
     let units = diff::units(old_ign, new_ign);
     let ssh_keys = diff::ssh_keys(old_ign, new_ign);
+    let ssh_key_changes = ssh::diff(old_ign, new_ign);
+    if ssh_keys && ssh_key_changes.locks_out() {
+        let removed: Vec<String> = ssh_key_changes.remove.iter().map(SshKey::label).collect();
+        warnings.push(format!(
+            "core's SSH keys: this update removes every key ({}) and leaves none: nobody can log in as core with an SSH key afterwards",
+            removed.join(", ")
+        ));
+    }
     let password = diff::password(old_ign, new_ign);
 
     let mut os_reasons = Vec::new();
@@ -211,7 +224,7 @@ pub fn plan_with(
         );
         actions::legacy(&paths, !units.is_empty())
     } else {
-        let cluster = ClusterPolicy::merged(&policy.node_disruption_policy);
+        let (cluster, _) = ClusterPolicy::effective(policy);
         let paths: Vec<&str> = files.all().collect();
         let touched = diff::touched_units(&units);
         let unit_names: Vec<&str> = touched.iter().map(String::as_str).collect();
@@ -264,6 +277,7 @@ pub fn plan_with(
         files,
         units,
         ssh_keys,
+        ssh_key_changes,
         password,
         actions: policy_actions.iter().map(actions::to_action).collect(),
         reboot: policy_actions == [PolicyAction::Reboot],

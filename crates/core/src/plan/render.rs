@@ -31,7 +31,7 @@ impl Plan {
             }
         }
         if self.is_noop() {
-            let _ = writeln!(out, "  nothing to do: the node already matches");
+            let _ = writeln!(out, "  no change: the desired config is the current one");
         }
         if let Some(c) = &self.os_image {
             let _ = writeln!(
@@ -68,7 +68,7 @@ impl Plan {
         changes(&mut out, "files:", &self.files);
         changes(&mut out, "units:", &self.units);
         if self.ssh_keys {
-            let _ = writeln!(out, "  SSH keys:      core's authorized keys change");
+            let _ = writeln!(out, "  SSH keys:      {}", ssh_keys(&self.ssh_key_changes));
         }
         if self.password {
             let _ = writeln!(out, "  password:      core's password hash changes");
@@ -98,6 +98,35 @@ impl Plan {
         }
         out
     }
+}
+
+/// `+added -removed` by comment or fingerprint; a lock-out is said in capitals on the same line.
+fn ssh_keys(c: &super::SshKeysChange) -> String {
+    let mut items: Vec<String> = c
+        .add
+        .iter()
+        .map(|k| format!("+{}", k.label()))
+        .chain(c.remove.iter().map(|k| format!("-{}", k.label())))
+        .collect();
+    if items.is_empty() {
+        items.push("~core's keys change (options, comments or order)".into());
+    }
+    let mut line = items.join("  ");
+    if c.locks_out() {
+        line.push_str("  -- NO KEY LEFT: core cannot log in with SSH after this update");
+    } else {
+        let _ = write!(
+            line,
+            "  ({} key{} after the update)",
+            c.remaining,
+            plural(c.remaining)
+        );
+    }
+    line
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn changes(out: &mut String, label: &str, c: &Changes) {

@@ -697,3 +697,87 @@ fn text_summary_mentions_what_changes() {
     let p = run(&mc("a", json!({})), &mc("b", json!({"fips": true})));
     assert!(p.to_text().contains("UNRECONCILABLE"));
 }
+
+/// A MachineConfiguration at `generation` whose operator status (when given) says `status`.
+fn configuration(generation: i64, spec: &str, status: Option<&str>) -> MachineConfiguration {
+    let mut doc = format!(
+        "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata:\n  name: cluster\n  generation: {generation}\n{spec}"
+    );
+    if let Some(s) = status {
+        doc.push_str(s);
+    }
+    MachineConfiguration::from_slice(doc.as_bytes()).unwrap()
+}
+
+const SPEC_RESTART_FOO: &str = "spec:\n  nodeDisruptionPolicy:\n    files:\n    - path: /etc/foo.conf\n      actions:\n      - type: Restart\n        restart: {serviceName: foo.service}\n";
+
+fn status_reload_bar(observed: i64) -> String {
+    format!(
+        "status:\n  observedGeneration: {observed}\n  nodeDisruptionPolicyStatus:\n    clusterPolicies:\n      files:\n      - path: /etc/foo.conf\n        actions:\n        - type: Reload\n          reload: {{serviceName: bar.service}}\n      - path: /etc/containers/registries.conf\n        actions:\n        - type: Special\n      sshkey:\n        actions:\n        - type: None\n"
+    )
+}
+
+#[test]
+fn the_operators_status_is_the_policy_once_it_observed_the_spec() {
+    let (a, b) = (
+        mc("a", files(vec![file("/etc/foo.conf", "1")])),
+        mc("b", files(vec![file("/etc/foo.conf", "2")])),
+    );
+    let current = configuration(2, SPEC_RESTART_FOO, Some(&status_reload_bar(2)));
+    assert_eq!(
+        ClusterPolicy::effective(&current).1,
+        PolicySource::OperatorStatus
+    );
+    let p = plan(&a, &b, None, &current);
+    assert_eq!(p.actions, vec![reload("bar.service")]);
+    // The status is the whole policy: a path only the built-in defaults know is a Reboot there.
+    let c = mc(
+        "c",
+        files(vec![
+            file("/etc/foo.conf", "1"),
+            file("/var/lib/kubelet/config.json", "{}"),
+        ]),
+    );
+    let p = plan(&a, &c, None, &current);
+    assert_eq!(p.actions, vec![Action::Reboot]);
+
+    // A status for an older spec, no status, or a status without cluster policies: our merge.
+    let stale = configuration(3, SPEC_RESTART_FOO, Some(&status_reload_bar(2)));
+    assert!(stale.cluster_policies_stale());
+    let no_policies = configuration(
+        2,
+        SPEC_RESTART_FOO,
+        Some("status:\n  observedGeneration: 2\n"),
+    );
+    for policy in [stale, configuration(2, SPEC_RESTART_FOO, None), no_policies] {
+        assert_eq!(
+            ClusterPolicy::effective(&policy).1,
+            PolicySource::DefaultsMergedWithSpec
+        );
+        assert_eq!(
+            plan(&a, &b, None, &policy).actions,
+            vec![restart("foo.service")]
+        );
+    }
+}
+
+#[test]
+fn overridden_storage_changes_are_accepted_and_change_nothing_on_the_node() {
+    let a = mc("a", json!({}));
+    let b = mc(
+        "b",
+        json!({"config": {"storage": {
+            "disks": [{"device": "/dev/sdb", "partitions": [{"label": "data"}]}],
+            "filesystems": [{"device": "/dev/disk/by-partlabel/data", "format": "xfs", "path": "/var/data"}],
+            "raid": [{"name": "md0", "level": "raid1", "devices": ["/dev/sdc", "/dev/sdd"]}]}}}),
+    );
+    assert!(!run(&a, &b).reconcilable, "without overrides");
+    let p = with_policy(
+        &a,
+        &b,
+        "spec:\n  irreconcilableValidationOverrides:\n    storage: [Disks, FileSystems, Raid]\n",
+    );
+    assert!(p.reconcilable, "{:?}", p.unreconcilable);
+    assert_eq!(p.actions, vec![Action::None]);
+    assert!(!p.drain && !p.reboot && !p.touches_host() && !p.touches_os());
+}
