@@ -33,6 +33,7 @@ SWEEP_DIR := $(CURDIR)/target/reliability
 test: lint setup-vm
 	rm -rf $(SWEEP_DIR)
 	MCD_SWEEP_DIR=$(SWEEP_DIR) $(CARGO) test --workspace --features machine-config-daemon/failpoints --no-fail-fast
+	scripts/fuzz.sh --self-test
 	MCD_SWEEP_DIR=$(SWEEP_DIR) FUZZ_SECONDS=$${FUZZ_SECONDS:-15} scripts/fuzz.sh
 	$(CARGO) run -q -p testbed -- sweep-report --dir $(SWEEP_DIR)
 	packaging/build-packages.sh $(PACKAGES_DIR)

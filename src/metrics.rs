@@ -69,6 +69,8 @@ pub struct Metrics {
     heartbeat: AtomicI64,
     /// `cannot reach the API server at URL: cause` while the last request to it failed.
     api_problem: Mutex<Option<String>>,
+    /// Why the last sync failed, while it is being retried (shown by `/healthz`).
+    sync_problem: std::sync::Mutex<Option<String>>,
 }
 
 fn now_secs() -> f64 {
@@ -100,6 +102,7 @@ impl Metrics {
             bytes_prefetched: Counter::default(),
             drain_blocked_seconds: Gauge::default(),
             reboots_requested: Counter::default(),
+            sync_problem: std::sync::Mutex::new(None),
             updates_completed: Counter::default(),
             image_pull_bytes_done: Gauge::default(),
             image_pull_bytes_total: Gauge::default(),
@@ -220,6 +223,20 @@ impl Metrics {
         self.config_drift.set(now_secs());
     }
 
+    /// The last sync failed for `reason` and is retried (`None`: it succeeded).
+    pub fn set_sync_problem(&self, reason: Option<&str>) {
+        let reason = reason.map(|r| r.chars().take(2000).collect());
+        *self.sync_problem.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Why the last sync failed, while it is retried.
+    pub fn sync_problem(&self) -> Option<String> {
+        self.sync_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The driver loop is alive.
     pub fn beat(&self) {
         self.heartbeat.store(now_secs() as i64, Ordering::Relaxed);
@@ -300,7 +317,15 @@ fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
                 "text/plain",
                 format!("{problem}\n"),
             ),
-            (None, true) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            // The loop is alive (200) even while a sync is retried; the body says why it is retried.
+            (None, true) => (
+                StatusCode::OK,
+                "text/plain",
+                match metrics.sync_problem() {
+                    None => "ok\n".to_string(),
+                    Some(why) => format!("ok; the last sync failed and is retried: {why}\n"),
+                },
+            ),
             (None, false) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
@@ -379,6 +404,15 @@ mod tests {
         );
         m.beat();
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        m.set_sync_problem(Some("reading MachineConfig rendered-1: 503"));
+        let health = get("/healthz").await;
+        assert!(
+            health.starts_with("HTTP/1.1 200")
+                && health.ends_with("ok; the last sync failed and is retried: reading MachineConfig rendered-1: 503\n"),
+            "{health}"
+        );
+        m.set_sync_problem(None);
+        assert!(get("/healthz").await.ends_with("\r\n\r\nok\n"));
         let metrics = get("/metrics").await;
         assert!(
             metrics.starts_with("HTTP/1.1 200") && metrics.contains("mcd_pivot_errors"),

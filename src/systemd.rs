@@ -125,6 +125,20 @@ impl Systemd {
     }
 }
 
+/// systemd's D-Bus error for a unit that does not exist: `RestartUnit` and `ReloadUnit` of a unit with no
+/// unit file fail with it ("Unit X not found.", `bus_unit_validate_load_state` in systemd's
+/// `src/core/dbus-unit.c`).
+pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// The error says the unit does not exist on this host (rather than that its job failed).
+pub fn is_no_such_unit(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| match cause.downcast_ref::<zbus::Error>() {
+            Some(zbus::Error::MethodError(name, _, _)) => name.as_str() == NO_SUCH_UNIT,
+            _ => false,
+        })
+}
+
 fn owned<'a>(v: impl Into<Value<'a>>) -> Result<OwnedValue> {
     v.into().try_into().context("Encoding a D-Bus value")
 }

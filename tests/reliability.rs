@@ -8,7 +8,7 @@ mod e2e;
 use std::time::{Duration, Instant};
 
 use e2e::{Lab, NODE, ignition, mc, pod};
-use kube_sim::FaultRule;
+use kube_sim::{FaultReport, FaultRule};
 use serde_json::{Value, json};
 use testbed::LayerSpec;
 
@@ -54,9 +54,9 @@ fn assert_converged(lab: &Lab, config: &str, generation: usize, what: &str) {
     }
 }
 
-/// Kill -9 at one crash point on the first-boot path (firstboot, its reboot, the daemon's verification);
-/// recover as the node would: the daemon (ordered after the failed first-boot unit) resumes the journal.
-/// Returns whether the point fired.
+/// Kill -9 at one crash point on the first-boot path (firstboot, its reboot, the daemon's verification and
+/// bootstrap); recover as the node would: the daemon (ordered after the failed first-boot unit) resumes the
+/// journal. Returns whether the point fired.
 async fn firstboot_crash(point: &str) -> bool {
     let mut lab = Lab::new(&|lab| {
         mc(
@@ -76,13 +76,9 @@ async fn firstboot_crash(point: &str) -> bool {
         m["spec"]["kernelArguments"] = json!(["nosmt", "audit=1"]);
         m
     };
+    // As the cluster delivers it: the stripped encapsulated config, node-annotations.json, the files
+    // and keys Ignition wrote, and a Node the kubelet registered without MCO annotations.
     lab.prepare_first_boot(&target);
-    // What the node object says once the kubelet joined (the MCS's annotations).
-    lab.annotate(&[
-        ("currentConfig", Some("rendered-1")),
-        ("desiredConfig", Some("rendered-1")),
-        ("state", None),
-    ]);
 
     let died_in_firstboot = !lab.run_firstboot(Some(point));
     let mut fired = died_in_firstboot;
@@ -134,6 +130,19 @@ async fn firstboot_crash(point: &str) -> bool {
         "{point}"
     );
     assert!(!lab.path(JOURNAL).exists(), "{point}: journal left behind");
+    // The node's on-disk config is the full rendered config, never the stripped encapsulated one.
+    let odc = lab
+        .file("/etc/machine-config-daemon/currentconfig")
+        .unwrap_or_default();
+    assert!(
+        odc.contains("rendered-1") && odc.contains("/etc/app/a.conf"),
+        "{point}: on-disk config {odc}"
+    );
+    assert!(
+        lab.path("etc/machine-config-daemon/node-annotation.json.bak")
+            .exists(),
+        "{point}: bootstrap finished"
+    );
     fired
 }
 
@@ -185,6 +194,18 @@ struct Fault {
     inject: fn(&Lab),
     /// Called repeatedly while the update runs (e.g. dropping watches again and again).
     during: Option<fn(&Lab)>,
+    /// How many requests (or watch streams) the fault affected, from kube-sim's report: a case whose
+    /// fault never fired proved nothing and fails.
+    fired: fn(&FaultReport) -> u64,
+}
+
+/// Requests failed by the injected rules: each rule must have failed at least one.
+fn every_rule_fired(r: &FaultReport) -> u64 {
+    if r.rules.is_empty() || r.rules.iter().any(|h| h.hits == 0) {
+        0
+    } else {
+        r.rules.iter().map(|h| h.hits).sum()
+    }
 }
 
 fn rule(verb: &str, path: &str, status: u16, count: u32) -> FaultRule {
@@ -203,16 +224,19 @@ fn faults() -> Vec<Fault> {
             name: "500 on the first 3 node patches",
             inject: |lab| lab.sim.inject_fault(rule("patch", "/nodes/node1", 500, 3)),
             during: None,
+            fired: every_rule_fired,
         },
         Fault {
             name: "409 storm: 10 node patches in a row",
             inject: |lab| lab.sim.inject_fault(rule("patch", "/nodes/node1", 409, 10)),
             during: None,
+            fired: every_rule_fired,
         },
         Fault {
             name: "429 on 5 evictions",
             inject: |lab| lab.sim.inject_fault(rule("create", "/eviction", 429, 5)),
             during: None,
+            fired: every_rule_fired,
         },
         Fault {
             name: "500 on 3 MachineConfig reads",
@@ -221,6 +245,7 @@ fn faults() -> Vec<Fault> {
                     .inject_fault(rule("get", "/machineconfigs/", 500, 3))
             },
             during: None,
+            fired: every_rule_fired,
         },
         Fault {
             name: "500 on 3 MachineConfigNode status writes",
@@ -229,16 +254,19 @@ fn faults() -> Vec<Fault> {
                     .inject_fault(rule("patch", "/machineconfignodes/", 500, 3))
             },
             during: None,
+            fired: every_rule_fired,
         },
         Fault {
             name: "500 on 5 Event writes",
             inject: |lab| lab.sim.inject_fault(rule("create", "/events", 500, 5)),
             during: None,
+            fired: every_rule_fired,
         },
         Fault {
             name: "watches dropped every 150 ms",
             inject: |lab| lab.sim.drop_watches(),
             during: Some(|lab| lab.sim.drop_watches()),
+            fired: |r| r.watches_dropped,
         },
         Fault {
             name: "410 Gone: history compacted, watches dropped",
@@ -250,11 +278,13 @@ fn faults() -> Vec<Fault> {
                 lab.sim.compact();
                 lab.sim.drop_watches();
             }),
+            fired: |r| r.expired.min(r.watches_dropped),
         },
         Fault {
             name: "slow API: 250 ms per request",
             inject: |lab| lab.sim.set_latency(Duration::from_millis(250)),
             during: None,
+            fired: |r| r.delayed,
         },
     ]
 }
@@ -310,6 +340,7 @@ async fn api_faults_during_updates_converge_without_duplicate_actions() {
             let reloads_before = reloads(&lab);
             let reboots_before = lab.systemd.reboots().len();
             let boots_before = lab.boots;
+            lab.sim.reset_fault_report();
             lab.set_desired(&config, None);
             (fault.inject)(&lab);
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -345,8 +376,13 @@ async fn api_faults_during_updates_converge_without_duplicate_actions() {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            let report = lab.sim.fault_report();
             lab.sim.clear_faults();
             lab.sim.set_latency(Duration::ZERO);
+            assert!(
+                (fault.fired)(&report) > 0,
+                "{what}: the fault never fired, so the case proves nothing: {report:?}"
+            );
             // Let a duplicate action, if any, show up before counting.
             tokio::time::sleep(Duration::from_millis(300)).await;
             assert_converged(&lab, &config, generation, &what);

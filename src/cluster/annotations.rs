@@ -98,13 +98,17 @@ impl AnnotationChanges {
         self
     }
 
-    /// `state` plus `reason` (truncated; empty for Done/Working, as `SetDone` clears it).
+    /// `state` plus `reason`, as the MCD's writer (`pkg/daemon/writer.go`) sets them: Degraded and
+    /// Unreconcilable with the reason (truncated), Done with an empty reason (`SetDone` clears it), Working
+    /// alone (`SetWorking` writes only the state, so a reason stays until Done replaces it).
     pub fn state(self, state: NodeState, reason: &str) -> Self {
-        let reason = match state {
-            NodeState::Done | NodeState::Working => String::new(),
-            _ => truncate_reason(reason),
-        };
-        self.set(STATE, state.as_str()).set(REASON, reason)
+        match state {
+            NodeState::Working => self.set(STATE, state.as_str()),
+            NodeState::Done => self.set(STATE, state.as_str()).set(REASON, ""),
+            NodeState::Degraded | NodeState::Unreconcilable => self
+                .set(STATE, state.as_str())
+                .set(REASON, truncate_reason(reason)),
+        }
     }
 
     /// The MCD's `SetDone`: Done, currentConfig, empty reason; currentImage set or deleted,
@@ -235,6 +239,13 @@ mod tests {
         assert_eq!(ann[CURRENT_CONFIG], "rendered-worker-b");
         assert!(ann[CURRENT_IMAGE].is_null() && ann.get(CURRENT_IMAGE).is_some());
         assert!(ann[DESIRED_IMAGE].is_null() && ann.get(DESIRED_IMAGE).is_some());
+    }
+
+    #[test]
+    fn working_writes_only_the_state() {
+        // writer.go SetWorking: `state=Working`, the reason of an earlier Degraded stays.
+        let c = AnnotationChanges::new().state(NodeState::Working, "ignored");
+        assert_eq!(c.0.keys().collect::<Vec<_>>(), [STATE]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
 use super::client::{ApiEndpoint, describe_api_error};
@@ -71,11 +72,6 @@ impl Drop for NodeWatch {
     }
 }
 
-fn rv(node: &Option<Node>) -> Option<String> {
-    node.as_ref()
-        .and_then(|n| n.metadata.resource_version.clone())
-}
-
 /// Start watching `node`. Errors (including 410 and dropped watches) are logged and retried with
 /// backoff; only changes of the node's resourceVersion are published.
 pub fn watch_node(client: Client, node: &str) -> NodeWatch {
@@ -84,30 +80,70 @@ pub fn watch_node(client: Client, node: &str) -> NodeWatch {
 
 /// [`watch_node`], reporting on `/healthz` (and naming the API server in logs) through `health`.
 pub fn watch_node_with(client: Client, node: &str, health: Option<WatchHealth>) -> NodeWatch {
+    let (updates, task) = watch_named(
+        Api::all(client),
+        node,
+        node,
+        format!("node {node}"),
+        health.map(|h| Reporting {
+            health: h,
+            healthz: true,
+        }),
+    );
+    NodeWatch { updates, task }
+}
+
+/// How a watch reports failures: the API server's URL and the cause in the log, and (for the
+/// watch the daemon cannot work without) the same on `/healthz`.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporting {
+    pub(crate) health: WatchHealth,
+    /// Whether this watch's failures make `/healthz` unhealthy.
+    pub(crate) healthz: bool,
+}
+
+fn rv<K: Resource>(o: &Option<K>) -> Option<String> {
+    o.as_ref().and_then(|o| o.meta().resource_version.clone())
+}
+
+/// Watch the one object `name` of `api` (a `metadata.name` field selector, so RBAC can be limited
+/// to it). kube-runtime's watcher re-lists on `410 Gone` and re-watches from the last RV after a
+/// dropped connection; failures back off here (1 s doubling to 30 s, back to 1 s after an answer).
+/// Only changes of the object's resourceVersion (or its appearance/deletion) are published. Log
+/// lines carry the daemon's `node` and name the object as `label`.
+pub(crate) fn watch_named<K>(
+    api: Api<K>,
+    name: &str,
+    node: &str,
+    label: String,
+    reporting: Option<Reporting>,
+) -> (channel::Receiver<Option<K>>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
     let (tx, rx) = channel::channel(None);
-    let api: Api<Node> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
-    let node_name = node.to_string();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let probe_params = kube::api::ListParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .limit(1);
+    let node = node.to_string();
     let task = tokio::spawn(async move {
-        let probe: Api<Node> = api.clone();
-        let probe_params = kube::api::ListParams::default()
-            .fields(&format!("metadata.name={node_name}"))
-            .limit(1);
+        let probe = api.clone();
         let mut stream = watcher::watcher(api, config).boxed();
-        // A re-list that does not contain the node means it was deleted while we were away.
+        // A re-list that does not contain the object means it was deleted while we were away.
         let mut seen_in_list = false;
         let mut retry: Option<Duration> = None;
         while let Some(ev) = stream.next().await {
             if let Err(e) = &ev {
                 let delay = next_retry(retry);
                 retry = Some(delay);
-                let unreachable = report_failure(&node_name, e, health.as_ref(), delay);
+                let unreachable = report_failure(&node, &label, e, reporting.as_ref(), delay);
                 tokio::time::sleep(delay).await;
-                // A watch that starts again yields nothing until the node changes: ask once, with
+                // A watch that starts again yields nothing until the object changes: ask once, with
                 // the same list request (so the same authorization), so /healthz stops saying
                 // "cannot reach" as soon as the API server answers it.
                 if unreachable && probe.list_metadata(&probe_params).await.is_ok() {
-                    answers_again(&node_name, health.as_ref());
+                    answers_again(&node, reporting.as_ref());
                     retry = None;
                 }
                 continue;
@@ -116,13 +152,13 @@ pub fn watch_node_with(client: Client, node: &str, health: Option<WatchHealth>) 
             // so it neither resets the backoff nor clears the problem (kube-runtime's own
             // StreamBackoff resets on it, which made a dead API server a retry every second).
             if !matches!(ev, Ok(Event::Init)) && retry.take().is_some() {
-                answers_again(&node_name, health.as_ref());
+                answers_again(&node, reporting.as_ref());
             }
             let next = match ev {
-                Ok(Event::Apply(n)) => Some(n),
-                Ok(Event::InitApply(n)) => {
+                Ok(Event::Apply(o)) => Some(o),
+                Ok(Event::InitApply(o)) => {
                     seen_in_list = true;
-                    Some(n)
+                    Some(o)
                 }
                 Ok(Event::Delete(_)) => None,
                 Ok(Event::Init) => {
@@ -145,25 +181,27 @@ pub fn watch_node_with(client: Client, node: &str, health: Option<WatchHealth>) 
             }
         }
     });
-    NodeWatch { updates: rx, task }
+    (rx, task)
 }
 
-/// Log a failed list or watch (and tell `/healthz` when the API server cannot be reached or
-/// refuses our credentials): which API server, why, and when the next try is. Returns whether the
-/// API server was unreachable (rather than, say, a watch that expired).
+/// Log a failed list or watch of `label` (and tell `/healthz` when the API server cannot be
+/// reached or refuses our credentials, if this watch reports there): which API server, why, and
+/// when the next try is. Returns whether the API server was unreachable (rather than, say, a watch
+/// that expired).
 fn report_failure(
     node: &str,
+    label: &str,
     e: &watcher::Error,
-    health: Option<&WatchHealth>,
+    reporting: Option<&Reporting>,
     retry_in: Duration,
 ) -> bool {
     let secs = retry_in.as_secs();
-    let Some(h) = health else {
-        tracing::warn!(node = %node, error = %e, retry_in_s = secs, "node watch interrupted; retrying");
+    let Some(r) = reporting else {
+        tracing::warn!(node = %node, error = %e, retry_in_s = secs, "the watch of {label} was interrupted; retrying");
         return false;
     };
-    let cause = describe_api_error(e, &h.endpoint);
-    let url = &h.endpoint.url;
+    let cause = describe_api_error(e, &r.health.endpoint);
+    let url = &r.health.endpoint.url;
     let unreachable = match e {
         watcher::Error::InitialListFailed(k) | watcher::Error::WatchStartFailed(k) => match k {
             kube::Error::Api(s) => matches!(s.code, 401 | 403),
@@ -171,22 +209,29 @@ fn report_failure(
         },
         _ => false,
     };
-    if unreachable {
+    if unreachable && r.healthz {
         let problem = format!("cannot reach the API server at {url}: {cause}");
         tracing::warn!(node = %node, "{problem}; retrying in {secs} s");
-        h.metrics.set_api_problem(Some(problem));
+        r.health.metrics.set_api_problem(Some(problem));
+    } else if unreachable {
+        tracing::warn!(
+            "cannot read {label} from the API server at {url}: {cause}; retrying in {secs} s"
+        );
     } else {
-        tracing::warn!(node = %node, "the watch of node {node} at {url} was interrupted: {cause}; resuming in {secs} s");
+        tracing::warn!(
+            "the watch of {label} at {url} was interrupted: {cause}; resuming in {secs} s"
+        );
     }
     unreachable
 }
 
-fn answers_again(node: &str, health: Option<&WatchHealth>) {
-    if let Some(h) = health {
-        if h.metrics.api_problem().is_some() {
-            h.metrics.set_api_problem(None);
-            tracing::info!(node = %node, "the API server at {} answers again", h.endpoint.url);
-        }
+fn answers_again(node: &str, reporting: Option<&Reporting>) {
+    let Some(r) = reporting.filter(|r| r.healthz) else {
+        return;
+    };
+    if r.health.metrics.api_problem().is_some() {
+        r.health.metrics.set_api_problem(None);
+        tracing::info!(node = %node, "the API server at {} answers again", r.health.endpoint.url);
     }
 }
 

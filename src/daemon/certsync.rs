@@ -48,6 +48,7 @@ pub async fn sync_controller_config<C: Cluster + 'static>(
     let Some(cc) = updates.borrow().clone() else {
         return Ok(());
     };
+    let cc = serde_json::to_value(cc).context("reading the ControllerConfig")?;
     let rv = cc["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or_default()

@@ -1,7 +1,10 @@
 //! What to do next, from what the daemon observes: the node's annotations, the on-disk config, the
 //! journal of the update in flight and the forcefile. Pure; the driver gathers the inputs and executes.
 
+use k8s_openapi::api::core::v1::Node;
+
 use super::state::{Progress, Target};
+use crate::cluster::annotations as ann;
 
 /// The node annotations the decision depends on (`mco-protocol.md` §1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,6 +18,18 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// The annotations of `node`.
+    pub fn of(node: &Node) -> Self {
+        let get = |k: &str| ann::get(node, k).map(str::to_string);
+        NodeView {
+            desired_config: get(ann::DESIRED_CONFIG),
+            desired_image: get(ann::DESIRED_IMAGE),
+            current_config: get(ann::CURRENT_CONFIG),
+            current_image: get(ann::CURRENT_IMAGE),
+            state: get(ann::STATE),
+        }
+    }
+
     /// The target the cluster asks for, if it asks for anything yet.
     pub fn desired(&self) -> Option<Target> {
         let config = self.desired_config.clone().filter(|c| !c.is_empty())?;
@@ -25,6 +40,14 @@ impl NodeView {
     }
 }
 
+/// What the decision knows about the update in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight<'a> {
+    pub progress: &'a Progress,
+    /// The OS it staged is waiting for its reboot ([`Progress::reboot_underway`] in this boot).
+    pub reboot_underway: bool,
+}
+
 /// The next step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -32,8 +55,13 @@ pub enum Decision {
     Wait { why: String },
     /// Continue the update in the journal.
     Resume,
-    /// The update in flight (not yet touching the node) was superseded: drop it, then start `to`.
-    Replace { from: Target, to: Target },
+    /// The update in flight gives way to a newer target (or to the forcefile), whatever its phase and
+    /// whether or not it failed: plan from what is on disk now (the journal knows both configs) to `to`.
+    /// The MCD gets the same effect by rolling a failed `update()` back (`pkg/daemon/update.go`).
+    Supersede { to: Target, forced: bool },
+    /// The first-boot update failed for good and the forcefile asks to try again: drop its journal; the
+    /// bootstrap then re-applies the node's rendered config as a forced update.
+    DropFirstBoot,
     /// Start a new update.
     Start {
         from: Target,
@@ -47,15 +75,63 @@ pub enum Decision {
     Failed { target: Target, reason: String },
 }
 
+/// Does a newer target (or the forcefile) take over from the update in flight? The executor asks the
+/// same question while it waits on a drain or an image pull, so both agree on when to let go.
+pub fn superseded(in_flight: InFlight<'_>, desired: Option<&Target>, forcefile: bool) -> bool {
+    let p = in_flight.progress;
+    if p.first_boot || in_flight.reboot_underway {
+        // First boot is finished before anything else (it is only the OS part of the node's config), and
+        // a staged OS waiting for its reboot gets it: the newer target is taken up afterwards.
+        return false;
+    }
+    forcefile || desired.is_some_and(|d| *d != p.target)
+}
+
 /// Decide. `on_disk` is the on-disk config (ODC: `currentconfig` name + `currentimage`), which wins over the
 /// annotations when present (§2.4: it survives an etcd restore).
 pub fn decide(
     node: &NodeView,
     on_disk: Option<&Target>,
-    journal: Option<&Progress>,
+    journal: Option<InFlight<'_>>,
     forcefile: bool,
 ) -> Decision {
-    let Some(desired) = node.desired() else {
+    let desired = node.desired();
+    if let Some(in_flight) = journal {
+        let p = in_flight.progress;
+        if let Some(reason) = &p.failed {
+            if p.first_boot {
+                return if forcefile {
+                    Decision::DropFirstBoot
+                } else {
+                    Decision::Failed {
+                        target: p.target.clone(),
+                        reason: reason.clone(),
+                    }
+                };
+            }
+            return match desired {
+                Some(to) if to != p.target || forcefile => Decision::Supersede {
+                    to,
+                    forced: forcefile,
+                },
+                _ => Decision::Failed {
+                    target: p.target.clone(),
+                    reason: reason.clone(),
+                },
+            };
+        }
+        if superseded(in_flight, desired.as_ref(), forcefile) {
+            // `superseded` is only true with a desired target or the forcefile; with the forcefile alone
+            // the target stays.
+            let to = desired.unwrap_or_else(|| p.target.clone());
+            return Decision::Supersede {
+                to,
+                forced: forcefile,
+            };
+        }
+        return Decision::Resume;
+    }
+    let Some(desired) = desired else {
         return Decision::Wait {
             why: "the node has no machineconfiguration.openshift.io/desiredConfig annotation yet"
                 .into(),
@@ -74,30 +150,6 @@ pub fn decide(
         config: String::new(),
         image: None,
     });
-
-    if let Some(p) = journal {
-        if let Some(reason) = &p.failed {
-            if p.target == desired && !forcefile {
-                return Decision::Failed {
-                    target: desired,
-                    reason: reason.clone(),
-                };
-            }
-            // A new target (or the forcefile) gets a fresh attempt.
-            return Decision::Start {
-                from: current,
-                to: desired,
-                forced: forcefile,
-            };
-        }
-        if p.target != desired && p.abandonable() {
-            return Decision::Replace {
-                from: current,
-                to: desired,
-            };
-        }
-        return Decision::Resume;
-    }
     if forcefile {
         return Decision::Start {
             from: current,
@@ -141,6 +193,13 @@ mod tests {
         let mut p = Progress::planned(t("a", None), target, true, 0);
         p.phase = phase;
         p
+    }
+
+    fn flying(p: &Progress) -> Option<InFlight<'_>> {
+        Some(InFlight {
+            progress: p,
+            reboot_underway: false,
+        })
     }
 
     #[test]
@@ -225,39 +284,85 @@ mod tests {
     }
 
     #[test]
-    fn journal_resumes_or_is_replaced() {
+    fn journal_resumes_until_a_newer_target_supersedes_it_in_any_phase() {
         let n = node("b", None, "a");
-        assert_eq!(
-            decide(
-                &n,
-                None,
-                Some(&progress(t("b", None), Phase::Staged)),
-                false
-            ),
-            Decision::Resume
-        );
-        // superseded before the node changed: replace
-        assert_eq!(
-            decide(
-                &node("c", None, "a"),
-                None,
-                Some(&progress(t("b", None), Phase::Drained)),
-                false
-            ),
-            Decision::Replace {
-                from: t("a", None),
-                to: t("c", None)
+        for phase in [
+            Phase::Planned,
+            Phase::Drained,
+            Phase::HostApplied,
+            Phase::Staged,
+            Phase::ActionsDone,
+            Phase::Verified,
+        ] {
+            let p = progress(t("b", None), phase);
+            assert_eq!(decide(&n, None, flying(&p), false), Decision::Resume);
+            // back to a, or on to c: the update in flight gives way, whether or not files were written
+            for to in ["a", "c"] {
+                assert_eq!(
+                    decide(&node(to, None, "a"), None, flying(&p), false),
+                    Decision::Supersede {
+                        to: t(to, None),
+                        forced: false
+                    },
+                    "{phase} -> {to}"
+                );
             }
+            // the forcefile works in every state
+            assert_eq!(
+                decide(&n, None, flying(&p), true),
+                Decision::Supersede {
+                    to: t("b", None),
+                    forced: true
+                },
+                "{phase} + forcefile"
+            );
+        }
+    }
+
+    #[test]
+    fn a_staged_os_gets_its_reboot_before_a_newer_target() {
+        let p = progress(t("b", None), Phase::Staged);
+        let underway = Some(InFlight {
+            progress: &p,
+            reboot_underway: true,
+        });
+        assert_eq!(
+            decide(&node("c", None, "a"), None, underway, false),
+            Decision::Resume
         );
-        // superseded after the node changed: finish it first
+    }
+
+    #[test]
+    fn first_boot_is_finished_first() {
+        let mut p = progress(t("rendered-1", None), Phase::HostApplied);
+        p.first_boot = true;
         assert_eq!(
             decide(
-                &node("c", None, "a"),
+                &node("rendered-2", None, "rendered-1"),
                 None,
-                Some(&progress(t("b", None), Phase::HostApplied)),
-                false
+                flying(&p),
+                true
             ),
             Decision::Resume
+        );
+        p.fail("did not boot twice".into());
+        assert!(matches!(
+            decide(
+                &node("rendered-2", None, "rendered-1"),
+                None,
+                flying(&p),
+                false
+            ),
+            Decision::Failed { .. }
+        ));
+        assert_eq!(
+            decide(
+                &node("rendered-1", None, "rendered-1"),
+                None,
+                flying(&p),
+                true
+            ),
+            Decision::DropFirstBoot
         );
     }
 
@@ -266,20 +371,26 @@ mod tests {
         let mut p = progress(t("b", None), Phase::Rebooting);
         p.failed = Some("booted the previous deployment twice".into());
         assert_eq!(
-            decide(&node("b", None, "a"), None, Some(&p), false),
+            decide(&node("b", None, "a"), None, flying(&p), false),
             Decision::Failed {
                 target: t("b", None),
                 reason: "booted the previous deployment twice".into()
             }
         );
-        // a new target, or the forcefile, tries again
-        assert!(matches!(
-            decide(&node("c", None, "a"), None, Some(&p), false),
-            Decision::Start { forced: false, .. }
-        ));
-        assert!(matches!(
-            decide(&node("b", None, "a"), None, Some(&p), true),
-            Decision::Start { forced: true, .. }
-        ));
+        // a new target, or the forcefile, tries again from what is on disk
+        assert_eq!(
+            decide(&node("c", None, "a"), None, flying(&p), false),
+            Decision::Supersede {
+                to: t("c", None),
+                forced: false
+            }
+        );
+        assert_eq!(
+            decide(&node("b", None, "a"), None, flying(&p), true),
+            Decision::Supersede {
+                to: t("b", None),
+                forced: true
+            }
+        );
     }
 }

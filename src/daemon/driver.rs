@@ -9,12 +9,12 @@ use k8s_openapi::api::core::v1::Node;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::decide::{Decision, NodeView, decide};
+use super::decide::{Decision, InFlight, NodeView, decide};
 use super::env::NodeEnv;
 use super::journal::{self, Journal, with_target_image};
 use super::state::{Phase, Progress, Target};
 use super::update::{ClusterSide, Executor, Outcome};
-use super::verify;
+use super::{bootstrap, verify};
 use crate::cluster::annotations::{self as ann, AnnotationChanges};
 use crate::cluster::mcn::{ConditionChange, ConditionType as Cond, Status};
 use crate::cluster::{Cluster, ClusterError, EventReason, NodeEvent, NodeState};
@@ -56,7 +56,16 @@ pub enum Synced {
     RebootRequested,
     /// Stopped at a safe point.
     Interrupted,
+    /// Something changed what comes next (the update in flight was superseded, first boot finished):
+    /// sync again at once.
+    Again,
 }
+
+/// A sync failure retried without reporting Degraded: nothing was decided or written yet (the bootstrap's
+/// read of the node's rendered config). The reason goes to the log and `/healthz`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct RetryQuietly(pub anyhow::Error);
 
 /// The daemon.
 pub struct Daemon<C, O, S> {
@@ -70,11 +79,23 @@ pub struct Daemon<C, O, S> {
     pub stop: watch::Receiver<bool>,
     pub backoff: Backoff,
     pub drift_debounce: Duration,
+    /// How long a requested reboot may take before the daemon reports it and asks again.
+    pub reboot_grace: Duration,
     /// The target last verified as on disk and booted; skip re-verifying it until drift says otherwise.
-    verified: Option<Target>,
-    drift: Option<(DriftMonitor, mpsc::Receiver<DriftReport>)>,
+    pub(super) verified: Option<Target>,
+    pub(super) drift: Option<(DriftMonitor, mpsc::Receiver<DriftReport>)>,
+    /// The config the drift monitor watches against (to check a report is still true).
+    drift_config: Option<MachineConfig>,
     /// The last reason we reported Degraded for, to log transitions once.
     last_wait: Option<String>,
+    /// The checks of the first sync after start ran (the previous boot's finalize failure).
+    first_run_done: bool,
+    /// The previous boot's `ostree-finalize-staged` error, named as a possible root cause when the node
+    /// did not boot what was staged (as the MCD appends it to validation errors).
+    pub(super) finalize_failure: Option<String>,
+    /// The bootstrap just recorded the node's config: the next settle reports Done (`NodeDone`) even
+    /// though node-annotations.json already said Done.
+    pub(super) bootstrapped: bool,
 }
 
 impl<C, O, S> std::fmt::Debug for Daemon<C, O, S> {
@@ -134,9 +155,14 @@ where
             stop,
             backoff: Backoff::default(),
             drift_debounce: Duration::from_secs(1),
+            reboot_grace: super::update::REBOOT_GRACE,
             verified: None,
             drift: None,
+            drift_config: None,
             last_wait: None,
+            first_run_done: false,
+            finalize_failure: None,
+            bootstrapped: false,
         }
     }
 
@@ -150,6 +176,7 @@ where
             cluster: Some(&self.side),
             stop: self.stop.clone(),
             node_name: &self.node_name,
+            finalize_failure: self.finalize_failure.as_deref(),
         }
     }
 
@@ -210,7 +237,19 @@ where
             }
             self.metrics.beat();
             if reboot_pending {
-                continue;
+                if !matches!(wake, Wake::Retry) {
+                    continue;
+                }
+                // The reboot asked for `reboot_grace` ago has not happened (a failed or blocked reboot
+                // unit): say so, and let the update in flight ask again instead of waiting forever.
+                let reason = format!(
+                    "the reboot requested {} s ago has not happened; see `journalctl -u {}`; asking again",
+                    self.reboot_grace.as_secs(),
+                    crate::systemd::REBOOT_UNIT
+                );
+                tracing::error!("{reason}");
+                self.degrade(&reason).await;
+                reboot_pending = false;
             }
             tracing::debug!(retry = matches!(wake, Wake::Retry), "syncing");
             if !ready {
@@ -248,16 +287,26 @@ where
                 Ok(outcome) => {
                     retry_at = None;
                     delay = self.backoff.initial;
+                    self.metrics.set_sync_problem(None);
                     match outcome {
-                        Synced::RebootRequested => reboot_pending = true,
+                        Synced::RebootRequested => {
+                            reboot_pending = true;
+                            retry_at = Some(Instant::now() + self.reboot_grace);
+                        }
                         Synced::Interrupted => break,
+                        Synced::Again => retry_at = Some(Instant::now()),
                         _ => {}
                     }
                 }
                 Err(e) => {
                     let reason = one_line(&e);
-                    tracing::error!(error = %reason, retry_in_s = delay.as_secs(), "sync failed; the node is Degraded until it succeeds");
-                    self.degrade(&reason).await;
+                    self.metrics.set_sync_problem(Some(&reason));
+                    if e.downcast_ref::<RetryQuietly>().is_some() {
+                        tracing::warn!(error = %reason, retry_in_s = delay.as_secs(), "sync failed; retrying");
+                    } else {
+                        tracing::error!(error = %reason, retry_in_s = delay.as_secs(), "sync failed; the node is Degraded until it succeeds");
+                        self.degrade(&reason).await;
+                    }
                     retry_at = Some(Instant::now() + delay);
                     delay = (delay * 2).min(self.backoff.max);
                 }
@@ -285,25 +334,37 @@ where
         let Some(node) = self.side.node() else {
             return Ok(Synced::Waiting);
         };
+        if !self.first_run_done {
+            self.report_finalize_failure(&node).await;
+            self.first_run_done = true;
+        }
+        let node = self.load_node_annotations(node).await?;
         super::certsync::sync_controller_config(&self.side, &self.root, &node).await?;
         super::mcn_status::mirror_annotations(&self.side, &node).await;
         let journal = journal::load(&self.root)?;
         let boot_id = self.env.boot_id()?;
         self.after_reboot_bookkeeping(&node, journal.as_ref(), &boot_id)
             .await?;
-        let view = node_view(&node);
+        let forcefile = self.env.forcefile();
+        // A new node's first start (the MCS's node-annotations.json is still there): validate the node
+        // against its full rendered config before anything else, once first boot's own update is done.
+        if journal.is_none()
+            && bootstrap::pending(&self.root)?
+            && let Some(outcome) = self.bootstrap(&node, forcefile).await?
+        {
+            return Ok(outcome);
+        }
+        let view = NodeView::of(&node);
         let odc = self.read_odc()?;
         let on_disk = odc.as_ref().map(|(mc, image)| Target {
             config: mc.name.clone(),
             image: image.clone(),
         });
-        let forcefile = self.env.forcefile();
-        let decision = decide(
-            &view,
-            on_disk.as_ref(),
-            journal.as_ref().map(|j| &j.progress),
-            forcefile,
-        );
+        let in_flight = journal.as_ref().map(|j| InFlight {
+            progress: &j.progress,
+            reboot_underway: j.progress.reboot_underway(&boot_id),
+        });
+        let decision = decide(&view, on_disk.as_ref(), in_flight, forcefile);
         tracing::debug!("decided: {decision:?}");
         match decision {
             Decision::Wait { why } => {
@@ -321,19 +382,31 @@ where
             }
             Decision::Settled { current } => self.settle(current, odc.map(|(mc, _)| mc)).await,
             Decision::Start { from, to, forced } => {
-                let carry = journal.as_ref().is_some_and(|j| j.progress.cordoned_by_us);
-                if journal.is_some() {
-                    journal::remove(&self.root)?;
-                }
-                self.start(from, to, forced, carry, odc.map(|(mc, _)| mc))
-                    .await
+                let current = odc.map(|(mc, _)| mc).filter(|mc| mc.name == from.config);
+                self.start(from, current, to, forced).await
             }
-            Decision::Replace { from, to } => {
-                let carry = journal.as_ref().is_some_and(|j| j.progress.cordoned_by_us);
-                tracing::info!(to = %to, "the update in flight was superseded before it changed the node; replanning");
+            Decision::Supersede { to, forced } => {
+                let j = journal.expect("Supersede is only decided with a journal");
+                // The old journal stays until the new plan's journal replaces it: if the new target
+                // cannot be read or applied, the next sync still knows what is on disk.
+                let (from, on_disk) = self.on_disk_of(&j).await?;
+                tracing::info!(
+                    superseded = %j.progress.target,
+                    phase = %j.progress.phase,
+                    failed = j.progress.failed.is_some(),
+                    from = %from,
+                    to = %to,
+                    forced,
+                    "the update in flight gives way to a newer target; planning from what is on disk"
+                );
+                self.start(from, Some(on_disk), to, forced).await
+            }
+            Decision::DropFirstBoot => {
+                tracing::info!(
+                    "the forcefile retries the failed first-boot update as a forced update"
+                );
                 journal::remove(&self.root)?;
-                self.start(from, to, false, carry, odc.map(|(mc, _)| mc))
-                    .await
+                Ok(Synced::Again)
             }
             Decision::Resume => {
                 let mut j = journal.expect("Resume is only decided with a journal");
@@ -377,7 +450,7 @@ where
         Ok(())
     }
 
-    fn read_odc(&self) -> anyhow::Result<Option<(MachineConfig, Option<String>)>> {
+    pub(super) fn read_odc(&self) -> anyhow::Result<Option<(MachineConfig, Option<String>)>> {
         let config =
             host::odc::read_current_config(&self.root).map_err(|e| anyhow::anyhow!("{e}"))?;
         let Some(config) = config else {
@@ -388,7 +461,7 @@ where
     }
 
     /// A MachineConfig from the API, validated; the errors are the sentences an admin sees.
-    async fn fetch_config(&self, name: &str) -> anyhow::Result<MachineConfig> {
+    pub(super) async fn fetch_config(&self, name: &str) -> anyhow::Result<MachineConfig> {
         // A node annotation goes into the request path only when it can be an object name at all.
         if let Some(why) = crate::config::machineconfig::invalid_object_name(name) {
             let shown: String = name.chars().take(80).collect();
@@ -422,24 +495,54 @@ where
         Ok(policy)
     }
 
+    /// What the node has on disk, given an update in flight that gives way: before it wrote anything,
+    /// the config it started from; after, the target's files, units and users with the OS part of
+    /// whichever config the booted deployment and kernel really run.
+    async fn on_disk_of(&self, j: &Journal) -> anyhow::Result<(Target, MachineConfig)> {
+        if !j.progress.phase.node_modified() {
+            return Ok((j.progress.from.clone(), j.from_config()?));
+        }
+        let status = self.os.status().await.context("reading the OS status")?;
+        let target = j.target_config()?;
+        let os_is_target = verify::os_problem(&target, status.booted.as_ref()).is_none()
+            && verify::missing_kargs(&target, &self.env.cmdline(&status)?).is_empty();
+        if os_is_target {
+            let received = MachineConfig::from_value(j.target.clone())
+                .map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
+            return Ok((j.progress.target.clone(), received));
+        }
+        Ok((
+            Target {
+                config: j.progress.target.config.clone(),
+                image: j.progress.from.image.clone(),
+            },
+            j.target_files_with_starting_os()?,
+        ))
+    }
+
+    /// Plan and run an update from `from` (whose config is `current` when the caller has it) to `to`.
     async fn start(
         &mut self,
         from: Target,
+        current: Option<MachineConfig>,
         to: Target,
         forced: bool,
-        carry_cordon: bool,
-        odc: Option<MachineConfig>,
     ) -> anyhow::Result<Synced> {
         self.stop_drift().await;
         self.verified = None;
         let desired_received = self.fetch_config(&to.config).await?;
         let desired = with_target_image(desired_received.clone(), to.image.as_deref())?;
-        let current_received = match odc {
-            Some(mc) if mc.name == from.config => mc,
-            _ if from.config.is_empty() => MachineConfig::empty(),
-            _ => self.fetch_config(&from.config).await?,
+        let current_received = match current {
+            Some(mc) => mc,
+            None if from.config.is_empty() => MachineConfig::empty(),
+            None => self.fetch_config(&from.config).await?,
         };
-        let current = with_target_image(current_received.clone(), from.image.as_deref())?;
+        let mut current = with_target_image(current_received.clone(), from.image.as_deref())?;
+        // The MCD's checkFIPS (`pkg/daemon/update.go`): the node's FIPS state stands for the current
+        // config's, so FIPS on in the target on a FIPS node is no change, and any other change is refused.
+        if let Some(fips) = self.env.fips()? {
+            current.fips = fips;
+        }
         let policy = self.fetch_policy().await?;
         let status = self.os.status().await.context("reading the OS status")?;
         let booted_image = status.booted.as_ref().and_then(|d| d.image.clone());
@@ -495,7 +598,6 @@ where
         }
         let mut progress = Progress::planned(from, to, plan.reboot, now_secs());
         progress.os_image = desired.os_image().map(str::to_string);
-        progress.cordoned_by_us = carry_cordon;
         let mut j = Journal::new(progress, plan, &current_received, &desired_received);
         journal::save(&self.root, &j)?;
         self.side
@@ -521,6 +623,8 @@ where
         self.stop_drift().await;
         let outcome = self.executor().run(j).await;
         match outcome? {
+            // First boot's OS part is done; the bootstrap takes over at once.
+            Outcome::Completed if j.progress.first_boot => Ok(Synced::Again),
             Outcome::Completed => {
                 self.verified = Some(j.progress.target.clone());
                 self.start_drift(&j.target_config()?).await;
@@ -528,6 +632,7 @@ where
             }
             Outcome::RebootRequested => Ok(Synced::RebootRequested),
             Outcome::Interrupted => Ok(Synced::Interrupted),
+            Outcome::Superseded => Ok(Synced::Again),
             Outcome::Failed(reason) => {
                 self.report_degraded(&reason).await?;
                 Ok(Synced::Settled)
@@ -554,37 +659,18 @@ where
             _ => self.fetch_config(&current.config).await?,
         };
         let config = with_target_image(received, current.image.as_deref())?;
-        let status = self.os.status().await.context("reading the OS status")?;
-        let mut problems = Vec::new();
-        if let Some(p) = verify::os_problem(&config, status.booted.as_ref()) {
-            problems.push(p);
-        }
-        let missing = verify::missing_kargs(&config, &self.env.cmdline(&status)?);
-        if !missing.is_empty() {
-            problems.push(format!(
-                "kernel arguments missing from the running kernel: {}",
-                missing.join(" ")
-            ));
-        }
-        let (root, c) = (self.root.clone(), config.clone());
-        let mismatches = tokio::task::spawn_blocking(move || host::validate(&root, &c))
-            .await
-            .context("the validation task panicked")??;
-        if !mismatches.is_empty() {
-            problems.push(verify::describe_mismatches(&config.name, &mismatches));
-        }
+        let problems = self.check_node(&config).await?;
         self.start_drift(&config).await;
-        if !problems.is_empty() {
-            let reason = format!(
-                "{}; fix it, or touch {} to re-apply config {}",
-                problems.join("; "),
-                crate::config::paths::FORCEFILE,
-                config.name
-            );
+        if let Some(reason) = problems {
             self.verified = None;
             self.report_degraded(&reason).await?;
             return Ok(Synced::Settled);
         }
+        // Done with nothing left to do: undo our cordon, whichever update (finished, abandoned or
+        // superseded) made it.
+        self.side
+            .release_cordon(&self.metrics, &current.config)
+            .await?;
         let desired_image_empty = node
             .as_ref()
             .and_then(|n| ann::get(n, ann::DESIRED_IMAGE))
@@ -601,7 +687,8 @@ where
                 node.as_ref(),
             )
             .await?;
-        if wrote.is_some() {
+        let bootstrapped = std::mem::take(&mut self.bootstrapped);
+        if wrote.is_some() || bootstrapped {
             tracing::info!(config = %current.config, "node is at its config: Done");
             super::mcn_status::report_irreconcilable(&self.side, &self.root, &config).await;
             self.side
@@ -616,14 +703,70 @@ where
                 ])
                 .await;
         }
+        if bootstrapped {
+            // The end of a new node's bootstrap, as the MCD's updateConfigAndState reports it (written
+            // last, as at the end of an update).
+            self.side
+                .event(NodeEvent::normal(
+                    EventReason::NodeDone,
+                    format!(
+                        "Setting node {}, currentConfig {} to Done",
+                        self.node_name, current.config
+                    ),
+                ))
+                .await;
+        }
         self.metrics.set_state("Done", "");
         self.verified = Some(current);
         Ok(Synced::Settled)
     }
 
+    /// Does the node run `config`: the booted image, the kernel arguments, files, units and users (the
+    /// MCD's `validateOnDiskStateOrImage`)? `None` when it does, else the Degraded reason.
+    pub(super) async fn check_node(
+        &self,
+        config: &MachineConfig,
+    ) -> anyhow::Result<Option<String>> {
+        let status = self.os.status().await.context("reading the OS status")?;
+        let mut problems = Vec::new();
+        if let Some(p) = verify::os_problem(config, status.booted.as_ref()) {
+            problems.push(p);
+        }
+        let missing = verify::missing_kargs(config, &self.env.cmdline(&status)?);
+        if !missing.is_empty() {
+            problems.push(format!(
+                "kernel arguments missing from the running kernel: {}",
+                missing.join(" ")
+            ));
+        }
+        if !problems.is_empty()
+            && let Some(f) = &self.finalize_failure
+        {
+            problems.push(format!(
+                "possible root cause: the previous boot's ostree-finalize-staged failed: {f}"
+            ));
+        }
+        let (root, c) = (self.root.clone(), config.clone());
+        let mismatches = tokio::task::spawn_blocking(move || host::validate(&root, &c))
+            .await
+            .context("the validation task panicked")??;
+        if !mismatches.is_empty() {
+            problems.push(verify::describe_mismatches(&config.name, &mismatches));
+        }
+        if problems.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{}; fix it, or touch {} to re-apply config {}",
+            problems.join("; "),
+            crate::config::paths::FORCEFILE,
+            config.name
+        )))
+    }
+
     /// Degraded with `reason`: the node annotations (an error if they cannot be written, so a sync
     /// retries), the metric and the MCN NodeDegraded condition.
-    async fn report_degraded(&self, reason: &str) -> anyhow::Result<()> {
+    pub(super) async fn report_degraded(&self, reason: &str) -> anyhow::Result<()> {
         self.metrics.set_state("Degraded", reason);
         self.side.state(NodeState::Degraded, reason).await?;
         self.side
@@ -644,7 +787,7 @@ where
         }
     }
 
-    async fn start_drift(&mut self, config: &MachineConfig) {
+    pub(super) async fn start_drift(&mut self, config: &MachineConfig) {
         if self.drift.is_some() {
             return;
         }
@@ -656,6 +799,7 @@ where
         match started {
             Ok(pair) => {
                 self.drift = Some(pair);
+                self.drift_config = Some(config.clone());
                 self.side
                     .event(NodeEvent::normal(
                         EventReason::ConfigDriftMonitorStarted,
@@ -673,6 +817,7 @@ where
     }
 
     async fn stop_drift(&mut self) {
+        self.drift_config = None;
         if let Some((monitor, _)) = self.drift.take() {
             monitor.stop();
             self.side
@@ -685,7 +830,25 @@ where
     }
 
     /// Drift appeared (Degraded, with every mismatch) or went away (back to Done by itself).
-    async fn on_drift(&mut self, report: DriftReport) {
+    async fn on_drift(&mut self, mut report: DriftReport) {
+        // A report waits in the channel while a sync runs; that sync may have fixed or re-validated the
+        // files since. Only what is still true counts (else a stale report flaps Done to Degraded).
+        if !report.mismatches.is_empty()
+            && let Some(config) = self.drift_config.clone()
+        {
+            let root = self.root.clone();
+            match tokio::task::spawn_blocking(move || host::validate(&root, &config)).await {
+                Ok(Ok(now)) => report.mismatches = now,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "re-validating a drift report")
+                }
+                Err(e) => tracing::warn!(error = %e, "the validation task panicked"),
+            }
+            if report.mismatches.is_empty() {
+                tracing::debug!(config = %report.config, "a drift report that is no longer true; ignored");
+                return;
+            }
+        }
         if report.mismatches.is_empty() {
             tracing::info!(config = %report.config, "the on-disk drift is gone");
             self.verified = None;
@@ -718,18 +881,6 @@ fn describe_actions(plan: &plan::Plan) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The annotations the decision depends on.
-pub fn node_view(node: &Node) -> NodeView {
-    let get = |k: &str| ann::get(node, k).map(str::to_string);
-    NodeView {
-        desired_config: get(ann::DESIRED_CONFIG),
-        desired_image: get(ann::DESIRED_IMAGE),
-        current_config: get(ann::CURRENT_CONFIG),
-        current_image: get(ann::CURRENT_IMAGE),
-        state: get(ann::STATE),
-    }
 }
 
 /// An error chain as one line (`what: why: cause`), as the `reason` annotation shows it.

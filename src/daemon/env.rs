@@ -1,5 +1,6 @@
 //! What the daemon reads about the running system besides the API and the OS backend: the boot id (to tell
-//! whether a requested reboot happened), the kernel command line, and the forcefile.
+//! whether a requested reboot happened), the kernel command line, the FIPS state, the previous boot's
+//! `ostree-finalize-staged` failure, and the forcefile.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,29 @@ pub struct NodeEnv {
     root: PathBuf,
     boot_id_file: PathBuf,
     cmdline: CmdlineSource,
+    /// `/proc/sys/crypto/fips_enabled` (the MCD's `fipsFile`, `pkg/daemon/update.go`).
+    fips_file: PathBuf,
+    previous_boot: PreviousBootSource,
+}
+
+/// Where the previous boot's `ostree-finalize-staged.service` log comes from.
+#[derive(Debug, Clone)]
+pub enum PreviousBootSource {
+    /// `journalctl -b -1 -o cat _UID=0 -u ostree-finalize-staged.service`, as rpm-ostree's client does
+    /// (`QueryPreviousDeploymentError`, rpmostree-client-go `client.go`).
+    Journal,
+    /// Test-only: a file holding what that command would print for the previous simulated boot.
+    File(PathBuf),
+}
+
+/// The unit that writes a staged deployment out at shutdown.
+pub const FINALIZE_UNIT: &str = "ostree-finalize-staged.service";
+
+/// The first `error:` line of the unit's log, as rpm-ostree's client reads it (`parseDeploymentError`).
+pub fn finalize_error(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.starts_with("error:"))
+        .map(str::to_string)
 }
 
 /// The kernel command line to verify kernel arguments against.
@@ -34,17 +58,68 @@ impl NodeEnv {
             root: root.to_path_buf(),
             boot_id_file: "/proc/sys/kernel/random/boot_id".into(),
             cmdline: CmdlineSource::Proc("/proc/cmdline".into()),
+            fips_file: "/proc/sys/crypto/fips_enabled".into(),
+            previous_boot: PreviousBootSource::Journal,
         }
     }
 
     /// Test-only: the boot id from a file the test harness rewrites on each simulated boot, the kernel
-    /// arguments from the booted deployment.
+    /// arguments from the booted deployment, the FIPS state from `<root>/proc/sys/crypto/fips_enabled`,
+    /// and the previous boot's finalize log from `<boot id file>.finalize-log` (the harness writes them).
     pub fn simulated(root: &Path, boot_id_file: &Path) -> Self {
+        let mut log = boot_id_file.as_os_str().to_owned();
+        log.push(".finalize-log");
         NodeEnv {
             root: root.to_path_buf(),
             boot_id_file: boot_id_file.to_path_buf(),
             cmdline: CmdlineSource::BootedDeployment,
+            fips_file: root.join("proc/sys/crypto/fips_enabled"),
+            previous_boot: PreviousBootSource::File(log.into()),
         }
+    }
+
+    /// Is the running kernel in FIPS mode? `None` when the file does not exist (not Linux, or no crypto
+    /// API): the MCD then skips its FIPS checks (`processFips`, `pkg/daemon/update.go`).
+    pub fn fips(&self) -> anyhow::Result<Option<bool>> {
+        let text = match std::fs::read_to_string(&self.fips_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", self.fips_file.display()));
+            }
+        };
+        match text.trim() {
+            "1" => Ok(Some(true)),
+            "0" => Ok(Some(false)),
+            other => anyhow::bail!(
+                "{} holds {other:?}, expected 0 or 1",
+                self.fips_file.display()
+            ),
+        }
+    }
+
+    /// The previous boot's `ostree-finalize-staged.service` error, if it failed. A log that cannot be read
+    /// is an error for the caller to log; it never blocks an update.
+    pub fn previous_finalize_error(&self) -> anyhow::Result<Option<String>> {
+        let log = match &self.previous_boot {
+            PreviousBootSource::Journal => {
+                let out = std::process::Command::new("journalctl")
+                    .args(["-b", "-1", "-o", "cat", "_UID=0", "-u", FINALIZE_UNIT])
+                    .output()
+                    .context("running journalctl for the previous boot's ostree-finalize-staged")?;
+                if !out.status.success() {
+                    // No previous boot in the journal (the first boot, or a volatile journal).
+                    return Ok(None);
+                }
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+            PreviousBootSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            },
+        };
+        Ok(finalize_error(&log))
     }
 
     pub fn boot_id(&self) -> anyhow::Result<String> {
@@ -86,5 +161,43 @@ impl NodeEnv {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).context("removing the forcefile"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalize_error_is_the_first_error_line() {
+        let log = "Finalizing staged deployment\nerror: Installing kernel: No space left on device\nerror: later\n";
+        assert_eq!(
+            finalize_error(log).as_deref(),
+            Some("error: Installing kernel: No space left on device")
+        );
+        assert_eq!(
+            finalize_error("Finalizing staged deployment\nBootloader updated\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn fips_from_the_proc_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot_id");
+        let env = NodeEnv::simulated(dir.path(), &boot);
+        assert_eq!(env.fips().unwrap(), None, "no file: no FIPS check");
+        std::fs::create_dir_all(dir.path().join("proc/sys/crypto")).unwrap();
+        std::fs::write(dir.path().join("proc/sys/crypto/fips_enabled"), "1\n").unwrap();
+        assert_eq!(env.fips().unwrap(), Some(true));
+        std::fs::write(dir.path().join("proc/sys/crypto/fips_enabled"), "0\n").unwrap();
+        assert_eq!(env.fips().unwrap(), Some(false));
+        std::fs::write(dir.path().join("proc/sys/crypto/fips_enabled"), "yes").unwrap();
+        assert!(
+            env.fips()
+                .unwrap_err()
+                .to_string()
+                .contains("expected 0 or 1")
+        );
     }
 }

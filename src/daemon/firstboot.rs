@@ -1,6 +1,13 @@
-//! `firstboot-complete-machineconfig`: install-time layering with no API server. Apply the encapsulated
-//! MachineConfig (host part, OS image, kernel arguments), keep it as `.bak`, and reboot once. The daemon
-//! (`start`) verifies the boot afterwards and reports Done, resuming the same journal.
+//! `firstboot-complete-machineconfig`: install-time layering with no API server, as the MCD's
+//! `RunFirstbootCompleteMachineconfig` (`pkg/daemon/daemon.go`). The machine-config-server's encapsulated
+//! MachineConfig has `spec.config` emptied (`appendEncapsulated`, `pkg/server/server.go`: Ignition already
+//! wrote the files, units and users), so this applies its OS part (image, kernel arguments, kernel type,
+//! extensions), keeps the file as `.bak`, and reboots once. An older server's full MachineConfig works the
+//! same way (its host part is written again, unchanged).
+//!
+//! The update it journals is marked first-boot: after the reboot the daemon (`start`) verifies the OS part,
+//! and never records the encapsulated config as the node's on-disk config; its bootstrap validates the
+//! node against the full rendered config and records that one (see `bootstrap.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,7 +80,7 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
             ));
         }
         Some(j) => j,
-        None => match prepare(&root, &file, &os).await? {
+        None => match prepare(&root, &file, &os, &env).await? {
             Prepared::Journal(j) => *j,
             Prepared::Done(outcome) => return Ok(outcome),
         },
@@ -102,6 +109,7 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
         cluster: None,
         stop,
         node_name: "",
+        finalize_failure: None,
     };
     match executor.run(&mut j).await? {
         Outcome::RebootRequested => {
@@ -122,7 +130,10 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
         Outcome::Completed => Ok(FirstbootOutcome::NothingToDo(
             "the node already runs the config".into(),
         )),
-        Outcome::Interrupted => anyhow::bail!("interrupted; run again to resume"),
+        // No cluster, so nothing supersedes first boot; kept for completeness.
+        Outcome::Interrupted | Outcome::Superseded => {
+            anyhow::bail!("interrupted; run again to resume")
+        }
         Outcome::Failed(reason) => anyhow::bail!("{reason}"),
     }
 }
@@ -132,7 +143,12 @@ enum Prepared {
     Done(FirstbootOutcome),
 }
 
-async fn prepare<O: OsBackend>(root: &Root, file: &Path, os: &O) -> anyhow::Result<Prepared> {
+async fn prepare<O: OsBackend>(
+    root: &Root,
+    file: &Path,
+    os: &O,
+    env: &NodeEnv,
+) -> anyhow::Result<Prepared> {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -154,9 +170,11 @@ async fn prepare<O: OsBackend>(root: &Root, file: &Path, os: &O) -> anyhow::Resu
     };
     let status = os.status().await.context("reading the OS status")?;
     let base = status.base().cloned();
-    // The MCD's first-boot "old" config: empty, plus the booted image and the requested kargs already
-    // running (so they are not appended twice).
+    // The MCD's first-boot "old" config: empty (`mco-empty-mc`), plus the booted image, the requested
+    // kargs already running (so they are not appended twice: `setRunningKargs`) and the node's FIPS state
+    // (`setNodeFipsIntoMC`: FIPS on in the target on a FIPS node is no change).
     let mut current = MachineConfig::empty();
+    current.fips = env.fips()?.unwrap_or(false);
     if let Some(d) = &base {
         current.os_image_url = d.image.as_deref().and_then(|i| ImageRef::parse(i).ok());
         let mut running = d.kernel_arguments.clone();
@@ -217,6 +235,7 @@ async fn prepare<O: OsBackend>(root: &Root, file: &Path, os: &O) -> anyhow::Resu
         now_secs(),
     );
     progress.os_image = desired.os_image().map(str::to_string);
+    progress.first_boot = true;
     let j = Journal::new(progress, plan, &MachineConfig::empty(), &desired);
     journal::save(root, &j)?;
     // The journal holds the config now; keep the file as .bak, as the MCD does.

@@ -60,6 +60,27 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// The target's files, units and users with the OS part (`osImageURL`, kernel arguments, kernel type,
+    /// extensions) of the starting config: what a node holds when the host part was written but the new
+    /// OS never booted.
+    pub fn target_files_with_starting_os(&self) -> anyhow::Result<MachineConfig> {
+        const OS_FIELDS: [&str; 4] = ["osImageURL", "kernelArguments", "kernelType", "extensions"];
+        let mut doc = self.target.clone();
+        let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut()) else {
+            anyhow::bail!("the journal's target config has no spec");
+        };
+        for field in OS_FIELDS {
+            match self.from.get("spec").and_then(|s| s.get(field)) {
+                Some(v) => spec.insert(field.to_string(), v.clone()),
+                None => spec.remove(field),
+            };
+        }
+        MachineConfig::from_value(doc)
+            .map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))
+    }
+}
+
 /// Apply an on-cluster-layering image to a config (`desiredImage` overrides `osImageURL`).
 pub fn with_target_image(mc: MachineConfig, image: Option<&str>) -> anyhow::Result<MachineConfig> {
     match image {
@@ -148,6 +169,41 @@ mod tests {
         remove(&root).unwrap();
         assert!(load(&root).unwrap().is_none());
         remove(&root).unwrap();
+    }
+
+    #[test]
+    fn target_files_with_the_starting_os() {
+        let mut a = mc("a", "quay.io/os/a:1").raw;
+        a["spec"]["kernelArguments"] = serde_json::json!(["nosmt"]);
+        let mut b = mc("b", "quay.io/os/b:1").raw;
+        b["spec"]["kernelArguments"] = serde_json::json!(["audit=1"]);
+        b["spec"]["kernelType"] = "realtime".into();
+        b["spec"]["config"]["storage"] =
+            serde_json::json!({"files": [{"path": "/etc/b", "contents": {"source": "data:,b"}}]});
+        let (a, b) = (
+            MachineConfig::from_value(a).unwrap(),
+            MachineConfig::from_value(b).unwrap(),
+        );
+        let progress = Progress::planned(
+            Target {
+                config: "a".into(),
+                image: None,
+            },
+            Target {
+                config: "b".into(),
+                image: None,
+            },
+            true,
+            1,
+        );
+        let p = plan(&a, &b, None, &Default::default());
+        let j = Journal::new(progress, p, &a, &b);
+        let disk = j.target_files_with_starting_os().unwrap();
+        assert_eq!(disk.name, "b");
+        assert_eq!(disk.os_image(), Some("quay.io/os/a:1"));
+        assert_eq!(disk.kernel_arguments, ["nosmt"]);
+        assert_eq!(disk.kernel_type, crate::config::KernelType::Default);
+        assert!(disk.ignition.file("/etc/b").is_some(), "the target's files");
     }
 
     #[test]

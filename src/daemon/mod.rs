@@ -1,6 +1,8 @@
 //! The update daemon: a pure state machine and decision function, the progress journal, and the driver
 //! that executes decisions against the cluster, the host, the OS backend and systemd.
 
+pub mod bootstrap;
+pub mod ca_trust;
 pub mod certsync;
 pub mod decide;
 pub mod driver;

@@ -82,8 +82,9 @@ fn pool_of(node: &k8s_openapi::api::core::v1::Node) -> String {
 
 pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let (_bound, _metrics_task) =
+    let (bound, _metrics_task) =
         crate::metrics::serve(metrics.clone(), opts.metrics_listen).await?;
+    tracing::info!(listen = %bound, "serving /metrics and /healthz");
     let root = Arc::new(Root::open(&opts.root)?);
     let credentials = credentials(&opts)?;
     let (client, endpoint) = connect_to(&credentials).await?;
@@ -122,7 +123,14 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     );
 
     let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));
-    let controller_config = watch_controller_config(client.clone());
+    let controller_config = watch_controller_config(
+        client.clone(),
+        &opts.node_name,
+        Some(WatchHealth {
+            metrics: metrics.clone(),
+            endpoint: endpoint.clone(),
+        }),
+    );
     let mut nodes = watch_node_with(
         client,
         &opts.node_name,
@@ -170,7 +178,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let updates = nodes.updates.clone();
-    let daemon = Daemon::new(
+    let mut daemon = Daemon::new(
         opts.node_name.clone(),
         root,
         os,
@@ -180,6 +188,15 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         side,
         stop_rx,
     );
+    if opts.test_only_simulated_boot.is_some() {
+        // Test only: the e2e harness plays reboots that do not happen in seconds, not minutes.
+        if let Some(secs) = std::env::var("MCD_TEST_ONLY_REBOOT_GRACE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            daemon.reboot_grace = Duration::from_secs(secs);
+        }
+    }
     let result = daemon.run(updates).await;
     drop(nodes);
     drop(controller_config);

@@ -116,6 +116,11 @@ pub struct Progress {
     pub failed: Option<String>,
     /// Unix seconds.
     pub started_at: u64,
+    /// `firstboot-complete-machineconfig` planned it from the encapsulated config: only the OS part is the
+    /// node's (Ignition wrote the rest), so finishing it stores no on-disk config and reports nothing; the
+    /// daemon's bootstrap then validates the node against the full rendered config.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_boot: bool,
 }
 
 /// A transition the state machine does not allow: a bug, never a user error.
@@ -141,6 +146,7 @@ impl Progress {
             os_image: None,
             failed: None,
             started_at: now,
+            first_boot: false,
         }
     }
 
@@ -220,9 +226,15 @@ impl Progress {
         self.failed = Some(reason);
     }
 
-    /// Can this update be dropped for a newer target? Only while the node is untouched.
-    pub fn abandonable(&self) -> bool {
-        !self.phase.node_modified()
+    /// A new OS deployment is staged for the reboot this update asks for in boot `boot_id` (or is about
+    /// to ask for): a newer target is taken up after that reboot, not instead of it, so a staged
+    /// deployment is never left behind to boot later by surprise.
+    pub fn reboot_underway(&self, boot_id: &str) -> bool {
+        match self.phase {
+            Phase::Staged => self.reboot,
+            Phase::Rebooting => self.rebooted(boot_id) == Some(false),
+            _ => false,
+        }
     }
 }
 
@@ -340,14 +352,30 @@ mod tests {
     }
 
     #[test]
-    fn abandonable_only_before_node_changes() {
+    fn a_reboot_is_underway_from_the_stage_until_the_boot_changes() {
         let mut p = new(true);
-        assert!(p.abandonable());
-        p.advance(Phase::Prefetched).unwrap();
-        p.advance(Phase::Drained).unwrap();
-        assert!(p.abandonable());
-        p.advance(Phase::HostApplied).unwrap();
-        assert!(!p.abandonable());
+        for phase in [Phase::Prefetched, Phase::Drained, Phase::HostApplied] {
+            p.advance(phase).unwrap();
+            assert!(!p.reboot_underway("boot-a"), "{phase}");
+        }
+        p.advance(Phase::Staged).unwrap();
+        assert!(p.reboot_underway("boot-a"));
+        p.rebooting("boot-a", 1).unwrap();
+        assert!(p.reboot_underway("boot-a"), "requested, not happened");
+        assert!(!p.reboot_underway("boot-b"), "it happened");
+        let mut r = new(false);
+        for phase in [
+            Phase::Prefetched,
+            Phase::Drained,
+            Phase::HostApplied,
+            Phase::Staged,
+        ] {
+            r.advance(phase).unwrap();
+        }
+        assert!(
+            !r.reboot_underway("boot-a"),
+            "a rebootless plan stages nothing"
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use tokio::sync::{mpsc, watch};
 
+use super::decide::{self, InFlight, NodeView};
 use super::env::NodeEnv;
 use super::journal::{self, Journal};
 use super::state::Phase;
-use super::verify;
+use super::{ca_trust, verify};
 use crate::cluster::drain::{BlockedPod, DrainObserver, drain_not_required};
 use crate::cluster::mcn::{AppliedPart, ConditionChange, ConditionType as Cond, Status};
 use crate::cluster::{
@@ -48,7 +49,7 @@ pub struct ClusterSide<C> {
     pub drain_mode: DrainMode,
     pub drain_options: DrainOptions,
     /// The latest `ControllerConfig/machine-config-controller` (see [`super::certsync`]).
-    pub controller_config: Option<watch::Receiver<Option<serde_json::Value>>>,
+    pub controller_config: Option<watch::Receiver<Option<kube::api::DynamicObject>>>,
 }
 
 impl<C: Cluster + 'static> ClusterSide<C> {
@@ -73,7 +74,7 @@ impl<C: Cluster + 'static> ClusterSide<C> {
     /// Sync the node with the cluster's ControllerConfig from this watch.
     pub fn with_controller_config(
         mut self,
-        updates: watch::Receiver<Option<serde_json::Value>>,
+        updates: watch::Receiver<Option<kube::api::DynamicObject>>,
     ) -> Self {
         self.controller_config = Some(updates);
         self
@@ -106,6 +107,52 @@ impl<C: Cluster + 'static> ClusterSide<C> {
         Ok(())
     }
 
+    /// The node is Degraded or Unreconcilable (as last seen by the watch).
+    pub fn degraded(&self) -> bool {
+        self.node().is_some_and(|n| {
+            matches!(
+                NodeState::parse(crate::cluster::annotations::get(
+                    &n,
+                    crate::cluster::annotations::STATE
+                )),
+                Some(NodeState::Degraded | NodeState::Unreconcilable)
+            )
+        })
+    }
+
+    /// Undo a cordon this daemon asked for, whichever update asked for it: called whenever the node
+    /// reaches Done with nothing left to do. The ownership lives on the Node, apart from the journal: in
+    /// `self` mode the `cordoned-by` annotation (only our own cordon is undone), in `controller` mode a
+    /// `desiredDrain=drain-…` request not yet followed by an uncordon — the MCD's `completeUpdate`
+    /// (`pkg/daemon/daemon.go`) asks for `uncordon-<config>` on every completion.
+    pub async fn release_cordon(&self, metrics: &Arc<Metrics>, config: &str) -> anyhow::Result<()> {
+        use crate::cluster::annotations::{CORDONED_BY, DESIRED_DRAIN, get};
+        let Some(node) = self.node() else {
+            return Ok(());
+        };
+        let drainer = self.drainer(metrics, None);
+        let result = match self.drain_mode {
+            DrainMode::SelfDrain if get(&node, CORDONED_BY).is_some() => {
+                drainer.uncordon().await.map(|_| ())
+            }
+            DrainMode::Controller
+                if get(&node, DESIRED_DRAIN).is_some_and(|d| d.starts_with("drain-")) =>
+            {
+                drainer.controller_uncordon(config).await
+            }
+            _ => return Ok(()),
+        };
+        if let Err(e) = result {
+            self.event(NodeEvent::warning(
+                EventReason::FailedToUncordon,
+                e.to_string(),
+            ))
+            .await;
+            return Err(anyhow::Error::new(e).context("uncordoning the node"));
+        }
+        Ok(())
+    }
+
     /// A drainer; `blocked` receives every pod a disruption budget keeps on the node.
     fn drainer(
         &self,
@@ -121,14 +168,19 @@ impl<C: Cluster + 'static> ClusterSide<C> {
     }
 
     /// While a drain is blocked, the node's `reason` says by which pods and budgets (the state stays
-    /// `Working`), so `oc describe node` answers "why is this node not updating?". Runs until dropped.
+    /// `Working`), so `oc describe node` answers "why is this node not updating?". A Degraded node keeps
+    /// its reason (`to_reason` false): the events and the MCN Drained condition say it. Runs until dropped.
     async fn report_blocked(
         &self,
         mut blocked: mpsc::UnboundedReceiver<BlockedPod>,
         reported: &AtomicBool,
+        to_reason: bool,
     ) {
         let mut pods: std::collections::BTreeMap<String, BlockedPod> = Default::default();
         while let Some(b) = blocked.recv().await {
+            if !to_reason {
+                continue;
+            }
             pods.insert(b.pod.clone(), b);
             let why = format!(
                 "Draining node {}: {}",
@@ -183,6 +235,9 @@ pub enum Outcome {
     RebootRequested,
     /// Stopped at a safe point (SIGTERM); the journal resumes it.
     Interrupted,
+    /// A newer target (or the forcefile) arrived while a drain or an image pull waited: let go at once so
+    /// the daemon plans again (the journal stays until the new plan replaces it).
+    Superseded,
     /// Given up for good (the new OS did not boot, twice); the reason is in the journal.
     Failed(String),
 }
@@ -197,6 +252,8 @@ pub struct Executor<'a, C, O, S> {
     pub cluster: Option<&'a ClusterSide<C>>,
     pub stop: watch::Receiver<bool>,
     pub node_name: &'a str,
+    /// The previous boot's `ostree-finalize-staged` error, named when the node did not boot what was staged.
+    pub finalize_failure: Option<&'a str>,
 }
 
 impl<C, O, S> std::fmt::Debug for Executor<'_, C, O, S> {
@@ -215,6 +272,13 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// How a step that waits on the outside world (a drain, an image pull) ended.
+enum Waited {
+    Done,
+    Stopped,
+    Superseded,
+}
+
 impl<C, O, S> Executor<'_, C, O, S>
 where
     C: Cluster + 'static,
@@ -229,6 +293,45 @@ where
     async fn until_stopped(&self) {
         let mut stop = self.stop.clone();
         let _ = stop.wait_for(|s| *s).await;
+    }
+
+    /// Resolves when the update in flight is superseded (the same rule as the daemon's decision): the
+    /// node's desiredConfig/desiredImage moved away from its target, or the forcefile appeared. Node
+    /// changes are seen at once, the forcefile within 2 s; so a new target is not left waiting behind a
+    /// drain that a budget blocks for up to the drain timeout.
+    async fn until_superseded(&self, j: &Journal) {
+        let Some(side) = self.cluster else {
+            return std::future::pending().await;
+        };
+        let boot_id = self.env.boot_id().unwrap_or_default();
+        let in_flight = InFlight {
+            progress: &j.progress,
+            reboot_underway: j.progress.reboot_underway(&boot_id),
+        };
+        let mut nodes = side.nodes.clone();
+        let mut poll = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let desired = nodes
+                .borrow_and_update()
+                .as_ref()
+                .and_then(|n| NodeView::of(n).desired());
+            if decide::superseded(in_flight, desired.as_ref(), self.env.forcefile()) {
+                tracing::info!(
+                    target = %j.progress.target,
+                    desired = %desired.map(|d| d.to_string()).unwrap_or_default(),
+                    "a newer target or the forcefile supersedes the update in flight; letting go"
+                );
+                return;
+            }
+            tokio::select! {
+                changed = nodes.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                _ = poll.tick() => {}
+            }
+        }
     }
 
     fn save(&self, j: &Journal) -> anyhow::Result<()> {
@@ -254,14 +357,16 @@ where
                 Phase::Planned => {
                     unreachable!("Planned is where an update starts, never a next phase")
                 }
-                Phase::Prefetched => {
-                    if !self.prefetch(j).await? {
-                        return Ok(Outcome::Interrupted);
-                    }
-                }
-                Phase::Drained => {
-                    if !self.drain(j).await? {
-                        return Ok(Outcome::Interrupted);
+                Phase::Prefetched | Phase::Drained => {
+                    let waited = if next == Phase::Prefetched {
+                        self.prefetch(j).await?
+                    } else {
+                        self.drain(j).await?
+                    };
+                    match waited {
+                        Waited::Done => {}
+                        Waited::Stopped => return Ok(Outcome::Interrupted),
+                        Waited::Superseded => return Ok(Outcome::Superseded),
                     }
                 }
                 Phase::HostApplied => self.apply_host(j, &target).await?,
@@ -307,11 +412,11 @@ where
         }
     }
 
-    /// Pull the image into the local repo while the node still serves. Returns false when stopped.
-    async fn prefetch(&self, j: &Journal) -> anyhow::Result<bool> {
+    /// Pull the image into the local repo while the node still serves.
+    async fn prefetch(&self, j: &Journal) -> anyhow::Result<Waited> {
         let Some(image) = OsChange::from_plan(&j.plan, &j.target_config()?).and_then(|c| c.image)
         else {
-            return Ok(true);
+            return Ok(Waited::Done);
         };
         tracing::info!(image = %image, "prefetching the OS image while the node still serves");
         // The backend reports per-layer progress as tracing events itself.
@@ -321,7 +426,7 @@ where
                     Ok(report) => {
                         self.metrics.bytes_prefetched.inc_by(report.bytes_fetched);
                         tracing::info!(image = %image, bytes = report.bytes_fetched, layers = report.layers_fetched, "prefetched");
-                        Ok(true)
+                        Ok(Waited::Done)
                     }
                     Err(e) => {
                         self.metrics.pivot_errors.inc();
@@ -329,17 +434,23 @@ where
                     }
                 }
             }
-            _ = self.until_stopped() => Ok(false),
+            _ = self.until_stopped() => Ok(Waited::Stopped),
+            _ = self.until_superseded(j) => Ok(Waited::Superseded),
         }
     }
 
-    /// `state=Working`, then cordon and drain when the plan says so. Returns false when stopped.
-    async fn drain(&self, j: &mut Journal) -> anyhow::Result<bool> {
+    /// `state=Working`, then cordon and drain when the plan says so.
+    async fn drain(&self, j: &mut Journal) -> anyhow::Result<Waited> {
         let Some(side) = self.cluster else {
-            return Ok(true);
+            return Ok(Waited::Done);
         };
-        side.state(NodeState::Working, "").await?;
-        self.metrics.set_state("Working", "");
+        // As the MCD's update() (`pkg/daemon/update.go`): Working only when the node is not Degraded or
+        // Unreconcilable, so a retry keeps the state and its reason until Done (no flapping of the pool).
+        let degraded = side.degraded();
+        if !degraded {
+            side.state(NodeState::Working, "").await?;
+            self.metrics.set_state("Working", "");
+        }
         let node = side.node();
         if !j.plan.drain || node.as_ref().is_some_and(drain_not_required) {
             let why = if j.plan.drain {
@@ -354,11 +465,11 @@ where
                 format!("Drain {why}"),
             )])
             .await;
-            return Ok(true);
+            return Ok(Waited::Done);
         }
-        // Recorded before the cordon: whatever happens next (SIGTERM, a drain timeout, a newer config that
-        // needs no drain replacing this one), the update that ends uncordons. In self mode the uncordon
-        // only undoes a cordon this daemon made (the cordoned-by annotation says so).
+        // Whatever happens next (SIGTERM, a drain timeout, a newer config that needs no drain replacing
+        // this one, an unreconcilable one), the node is uncordoned when it next reaches Done: the cordon's
+        // owner is recorded on the Node (`release_cordon`). Kept in the journal for reading.
         if !j.progress.cordoned_by_us {
             j.progress.cordoned_by_us = true;
             self.save(j)?;
@@ -374,8 +485,12 @@ where
                     DrainMode::Controller => drainer.controller_drain(&config).await,
                 }
             } => r,
-            _ = side.report_blocked(blocked_rx, &reported) => unreachable!("the reporter never ends"),
-            _ = self.until_stopped() => return Ok(false),
+            _ = side.report_blocked(blocked_rx, &reported, !degraded) => unreachable!("the reporter never ends"),
+            _ = self.until_stopped() => return Ok(Waited::Stopped),
+            _ = self.until_superseded(j) => {
+                self.metrics.drain_blocked_seconds.set(0.0);
+                return Ok(Waited::Superseded);
+            }
         };
         self.metrics.drain_blocked_seconds.set(0.0);
         match result {
@@ -395,7 +510,7 @@ where
                         )
                         .await?;
                 }
-                Ok(true)
+                Ok(Waited::Done)
             }
             Err(e) => {
                 side.event(NodeEvent::warning(
@@ -538,6 +653,26 @@ where
         Ok(())
     }
 
+    /// Restart a unit. A host without `coreos-update-ca-trust.service` (RHEL workers, Debian) refreshes
+    /// the trust store with the tool it has instead, as the MCD falls back to `update-ca-trust`.
+    async fn restart(&self, unit: &str) -> anyhow::Result<()> {
+        match self.systemd.restart_unit(unit).await {
+            Err(e)
+                if unit == ca_trust::UPDATE_CA_TRUST_UNIT
+                    && crate::systemd::is_no_such_unit(&e) =>
+            {
+                tracing::info!(unit = %unit, "the unit does not exist on this host; refreshing the trust store directly");
+                let root = self.root.clone();
+                let tool = tokio::task::spawn_blocking(move || ca_trust::refresh(&root))
+                    .await
+                    .context("the trust store task panicked")??;
+                tracing::info!(tool = %tool, "trust store refreshed");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Rebootless: run the post-config actions in order (daemon-reload first, as the plan orders them).
     async fn post_actions(&self, j: &Journal) -> anyhow::Result<()> {
         for action in &j.plan.actions {
@@ -556,7 +691,7 @@ where
                     format!("reload of {unit}"),
                 ),
                 Action::Restart { unit } => (
-                    self.systemd.restart_unit(unit).await,
+                    self.restart(unit).await,
                     EventReason::ServiceRestart,
                     EventReason::FailedServiceRestart,
                     format!("restart of {unit}"),
@@ -611,6 +746,12 @@ where
             ));
         }
         if !boot_problems.is_empty() {
+            if let Some(f) = self.finalize_failure {
+                // As the MCD appends it to validation errors (`syncFinalizationFailureAnnotation`).
+                boot_problems.push(format!(
+                    "possible root cause: the previous boot's ostree-finalize-staged failed: {f}"
+                ));
+            }
             let evidence = boot_problems.join("; ");
             if !j.progress.reboot {
                 // Nothing was rebooted: the OS is not what the config pins, and re-staging cannot be right.
@@ -657,39 +798,36 @@ where
     }
 
     /// Record the new config on disk, drop the journal, report Done and uncordon.
+    ///
+    /// A first-boot update ends differently: its config is the stripped encapsulated MachineConfig (the
+    /// MCS's `appendEncapsulated` empties `spec.config`), so it is never the node's on-disk config, and
+    /// nothing is reported; the daemon's bootstrap validates the node against the full rendered config
+    /// and records that one.
     async fn complete(&self, j: &Journal) -> anyhow::Result<()> {
         let received = MachineConfig::from_value(j.target.clone())
             .map_err(|e| anyhow::anyhow!("the journal's target config: {e}"))?;
         let reported = received.clone();
-        let image = j.progress.target.image.clone();
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            host::odc::write_current_config(&root, &received)?;
-            host::odc::write_current_image(&root, image.as_deref())
-        })
-        .await
-        .context("the ODC task panicked")??;
+        if !j.progress.first_boot {
+            let image = j.progress.target.image.clone();
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                host::odc::write_current_config(&root, &received)?;
+                host::odc::write_current_image(&root, image.as_deref())
+            })
+            .await
+            .context("the ODC task panicked")??;
+        }
         crash_point("daemon::complete-after-odc");
-        // Uncordon while the journal still says we cordoned: once it is gone, nothing remembers that.
-        if let Some(side) = self.cluster.filter(|_| j.progress.cordoned_by_us) {
-            let drainer = side.drainer(self.metrics, None);
-            let result = match side.drain_mode {
-                DrainMode::SelfDrain => drainer.uncordon().await.map(|_| ()),
-                DrainMode::Controller => {
-                    drainer.controller_uncordon(&j.progress.target.config).await
-                }
-            };
-            if let Err(e) = result {
-                side.event(NodeEvent::warning(
-                    EventReason::FailedToUncordon,
-                    e.to_string(),
-                ))
-                .await;
-                return Err(anyhow::Error::new(e).context("uncordoning the node"));
-            }
+        if let Some(side) = self.cluster {
+            side.release_cordon(self.metrics, &j.progress.target.config)
+                .await?;
         }
         journal::remove(self.root)?;
         crash_point("daemon::complete-after-journal");
+        if j.progress.first_boot {
+            tracing::info!(config = %j.progress.target.config, "first boot's OS part is in place; the bootstrap validates the node next");
+            return Ok(());
+        }
         self.metrics.updates_completed.inc();
         self.metrics.set_update_state(&j.progress.target.config, "");
         let Some(side) = self.cluster else {

@@ -7,6 +7,8 @@
 //! Also used by `benches/daemon.rs` (through `#[path]`), so everything here is plain library code.
 #![allow(dead_code)]
 
+pub mod firstboot;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +44,8 @@ pub struct Lab {
     pub boots: usize,
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// `--drain-timeout` of the daemon (60s unless a test changes it).
+    pub drain_timeout: String,
     /// `ConfigDriftMonitorStarted` events when the daemon was last started.
     monitors_at_start: usize,
 }
@@ -92,6 +96,51 @@ pub fn pod(ns: &str, name: &str, node: &str, owner: Option<(&str, &str)>, labels
             "uid": format!("uid-{owner}"), "controller": true}]);
     }
     p
+}
+
+/// A pod on the node guarded by a budget that allows no disruption.
+pub fn guarded_pod(lab: &Lab) {
+    lab.sim
+        .put_object(pod(
+            "shop",
+            "db-0",
+            "node1",
+            Some(("StatefulSet", "db")),
+            json!({"app": "db"}),
+        ))
+        .unwrap();
+    lab.sim
+        .put_object(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db-pdb", "namespace": "shop"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+        }))
+        .unwrap();
+}
+
+pub fn relax_budget(lab: &Lab) {
+    lab.sim
+        .merge_patch_object(
+            "policy/v1",
+            "PodDisruptionBudget",
+            Some("shop"),
+            "db-pdb",
+            &json!({"spec": {"minAvailable": 0}}),
+        )
+        .unwrap();
+}
+
+pub async fn wait_blocked(lab: &mut Lab) {
+    lab.wait_for(
+        "the drain to report the blocking PDB",
+        Duration::from_secs(30),
+        |lab| {
+            lab.event_messages("Drain")
+                .iter()
+                .any(|m| m.contains("shop/db-0") && m.contains("db-pdb"))
+        },
+    )
+    .await;
 }
 
 /// A mirror (static) pod, as the kubelet creates for a manifest in /etc/kubernetes/manifests.
@@ -213,6 +262,7 @@ impl Lab {
             boots: 0,
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            drain_timeout: "60s".into(),
             monitors_at_start: 0,
         };
         // Install: the first config applied with the CLI, as an installer would, then "booted".
@@ -408,6 +458,8 @@ impl Lab {
             format!("boot-{}-{}\n", self.boots, std::process::id()),
         )
         .unwrap();
+        // A new previous boot: whatever its ostree-finalize-staged logged is no longer the last one.
+        let _ = std::fs::remove_file(self.finalize_log());
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -423,9 +475,7 @@ impl Lab {
         self.runs += 1;
         self.monitors_at_start = self.event_messages("ConfigDriftMonitorStarted").len();
         let log = std::fs::File::create(self.log_path()).unwrap();
-        // E2E_DAEMON_BIN runs another build of the daemon (e.g. a copy on tmpfs, for memory figures).
-        let bin = std::env::var("E2E_DAEMON_BIN").unwrap_or_else(|_| BIN.to_string());
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(daemon_bin());
         cmd.args([
             "start",
             "--node-name",
@@ -433,7 +483,7 @@ impl Lab {
             "--metrics-listen",
             "127.0.0.1:0",
             "--drain-timeout",
-            "60s",
+            &self.drain_timeout,
         ])
         .arg("--kubeconfig")
         .arg(self.kubeconfig());
@@ -538,6 +588,23 @@ impl Lab {
         out
     }
 
+    /// `GET /healthz` of the running daemon (its listen address is in its log): the body, or `None`
+    /// before it serves.
+    pub fn healthz(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let log = strip_ansi(&std::fs::read_to_string(self.log_path()).ok()?);
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /metrics and /healthz"))?;
+        let addr = line.split("listen=").nth(1)?.split_whitespace().next()?;
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split("\r\n\r\n").nth(1).map(str::to_string)
+    }
+
     /// Everything an admin would look at, for failure messages.
     pub fn describe(&self) -> String {
         format!(
@@ -637,45 +704,6 @@ impl Lab {
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address());
     }
 
-    /// A freshly installed node about to boot for the first time: the base image booted, no on-disk
-    /// config yet, and `target` (also put in the cluster) left by Ignition as the encapsulated config.
-    pub fn prepare_first_boot(&self, target: &Value) {
-        for f in ["currentconfig", "currentimage"] {
-            let _ = std::fs::remove_file(self.path(&format!("etc/machine-config-daemon/{f}")));
-        }
-        self.put_mc(target);
-        self.write_file(
-            "etc/ignition-machine-config-encapsulated.json",
-            &serde_json::to_string(target).unwrap(),
-        );
-    }
-
-    /// Run `firstboot-complete-machineconfig` as its unit does, with no API server, optionally with a
-    /// crash point armed. `true` when it finished, `false` when the crash point killed it; panics if it
-    /// failed any other way.
-    pub fn run_firstboot(&self, failpoint: Option<&str>) -> bool {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("firstboot-complete-machineconfig");
-        self.on_this_node(&mut cmd);
-        cmd.env_remove("KUBECONFIG").env_remove("FAILPOINTS");
-        if let Some(p) = failpoint {
-            cmd.env("FAILPOINTS", format!("{p}=return"));
-        }
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if let Some(p) = failpoint
-            && stderr.contains(&format!("failpoint {p}: killing"))
-        {
-            return false;
-        }
-        assert!(
-            out.status.success(),
-            "firstboot failed: {}{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        true
-    }
-
     /// Play the host until the node is Done at `config`: boot after every reboot the daemon asks for, and
     /// start the daemon again (without failpoints) after the crash point `point` killed it; `on_crash`
     /// inspects the node right after that kill. Panics if the daemon exits any other way, or after 90 s.
@@ -720,8 +748,16 @@ impl Lab {
                 continue;
             }
             // Done is written last (after the uncordon); a restart after the journal is gone settles.
+            // A first boot starts out Done at its config (node-annotations.json says so): it has
+            // converged once its bootstrap recorded the config.
             if self.annotation("state").as_deref() == Some("Done")
                 && self.annotation("currentConfig").as_deref() == Some(config)
+                && !self
+                    .path("etc/machine-config-daemon/update-in-progress.json")
+                    .exists()
+                && !self
+                    .path("etc/machine-config-daemon/node-annotations.json")
+                    .exists()
             {
                 return fired;
             }
@@ -847,6 +883,30 @@ impl Lab {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// `text` without terminal colour sequences (`ESC [ … m`), as the daemon's log has them.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The daemon binary the lab runs: `E2E_DAEMON_BIN` runs another build (a copy on tmpfs for memory
+/// figures, or an older build to show a test fails there).
+pub fn daemon_bin() -> String {
+    std::env::var("E2E_DAEMON_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------

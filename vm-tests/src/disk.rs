@@ -143,6 +143,45 @@ impl Disk {
         Ok(())
     }
 
+    /// Create the directory `path` (its parent must exist), owned by root with `mode`, unless it exists:
+    /// what Ignition does for a file's parent directories. The VM must be off.
+    pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {
+        use std::io::Write as _;
+        let (parent, name) = path
+            .rsplit_once('/')
+            .filter(|(d, n)| (d.is_empty() || d.starts_with('/')) && !n.is_empty())
+            .with_context(|| format!("{path:?} is not an absolute directory path"))?;
+        let parent = if parent.is_empty() { "/" } else { parent };
+        if self.list_dir(parent)?.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        let script = format!("mkdir {path}\nsif {path} mode 0{:o}\n", 0o040000 | mode);
+        let mut child = Command::new("debugfs")
+            .args(["-w", "-f", "-"])
+            .arg(&self.image)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("Starting debugfs -w")?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())?;
+        let output = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let problems: Vec<&str> = stderr.lines().filter(|l| !is_noise(l)).collect();
+        if !output.status.success() || !problems.is_empty() {
+            bail!(
+                "debugfs could not create {path} in {}: {}",
+                self.image.display(),
+                problems.join("; ")
+            );
+        }
+        Ok(())
+    }
+
     /// Copy a directory tree out of the image into `dest` (created; the tree lands in
     /// `dest/<last component of path>`).
     pub fn rdump(&self, path: &str, dest: &Path) -> Result<()> {

@@ -339,7 +339,12 @@ fn files_section(w: &mut Vec<u8>) -> Result<()> {
         item(
             roff,
             paths::ENCAPSULATED_CONFIG,
-            "The first-boot MachineConfig; renamed to .bak once applied.",
+            "The first-boot MachineConfig (its OS part is applied); renamed to .bak once applied.",
+        );
+        item(
+            roff,
+            "/etc/machine-config-daemon/node-annotations.json",
+            "The machine-config-server's initial node annotations: on its first start the daemon              sets them on a Node without a currentConfig, validates the node against that rendered              config, records it, and renames the file to node-annotation.json.bak.",
         );
         item(
             roff,

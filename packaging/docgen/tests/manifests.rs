@@ -843,7 +843,7 @@ async fn common_flow(e: &Env) {
     let c = &e.cluster;
     c.get_machine_config("rendered-worker-2").await.unwrap();
     assert!(c.get_machine_configuration().await.unwrap().is_some());
-    let mut cc = watch_controller_config(e.client.clone());
+    let mut cc = watch_controller_config(e.client.clone(), "node1", None);
     tokio::time::timeout(
         Duration::from_secs(10),
         cc.updates.wait_for(|o| o.is_some()),

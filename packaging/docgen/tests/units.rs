@@ -596,12 +596,15 @@ fn daemon_argv(exec: &str, env: &BTreeMap<String, String>) -> Vec<String> {
 fn accepted_by_the_cli(unit: &str, argv: &[String]) {
     let cmd = docgen::command();
     let sub = &argv[1];
-    if cmd.find_subcommand(sub).is_none() {
-        eprintln!(
-            "note: {unit}: the CLI has no `{sub}` command yet; its arguments are not checked"
-        );
-        return;
-    }
+    // A unit that runs a subcommand the CLI does not have fails at boot: fail here instead.
+    assert!(
+        cmd.find_subcommand(sub).is_some(),
+        "{unit}: ExecStart runs `{sub}`, which the CLI does not have (subcommands: {})",
+        cmd.get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Err(e) = cmd.clone().try_get_matches_from(argv) {
         panic!(
             "{unit}: `{}` is rejected by the CLI:\n{e}",
@@ -661,4 +664,15 @@ fn firstboot_command_line_is_accepted_by_the_cli() {
     let argv = daemon_argv(&exec, &environment_file());
     assert_eq!(argv[1..], ["firstboot-complete-machineconfig"]);
     accepted_by_the_cli(SERVICES[1], &argv);
+}
+
+/// The check itself can fail: a unit running a subcommand the CLI lacks is an error, not a note.
+#[test]
+#[should_panic(expected = "ExecStart runs `no-such-command`, which the CLI does not have")]
+fn a_unit_running_a_missing_subcommand_fails_the_check() {
+    let argv: Vec<String> = ["machine-config-daemon", "no-such-command", "--flag"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    accepted_by_the_cli("example.service", &argv);
 }

@@ -213,6 +213,9 @@ pub async fn handle(
     let (latency, fault) = {
         let mut c = core.controls.lock().unwrap_or_else(|e| e.into_inner());
         c.count(&verb, &resource);
+        if !c.latency.is_zero() {
+            c.report.delayed += 1;
+        }
         (c.latency, c.take_fault(&verb, &path))
     };
     let public = matches!(route, Route::Version | Route::Health);
@@ -237,6 +240,12 @@ pub async fn handle(
         (None, None) => dispatch(&core, &server_addr, route, &parts.method, &req, &verb),
     };
     record.status = resp.status().as_u16();
+    let mut controls = core.controls.lock().unwrap_or_else(|e| e.into_inner());
+    if record.status == 410 {
+        // A list (or a continue token) older than the compacted history; watches count in watch.rs.
+        controls.report.expired += 1;
+    }
+    drop(controls);
     tracing::debug!(method = %record.method, path = %record.path_and_query, status = record.status, "request");
     core.controls
         .lock()
@@ -410,6 +419,14 @@ fn control(core: &Arc<Core>, method: &Method, rest: &str, req: &Request) -> Resp
             }
             Err(e) => bad(format!("invalid fault rule: {e}")),
         },
+        ("GET", ["faults"]) => ok(serde_json::to_value(
+            core.controls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .report
+                .clone(),
+        )
+        .unwrap_or(Value::Null)),
         ("DELETE", ["faults"]) => {
             core.controls
                 .lock()

@@ -39,7 +39,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-pub use faults::{FaultRule, RequestRecord};
+pub use faults::{FaultHits, FaultReport, FaultRule, RequestRecord};
 pub use resources::FeatureSet;
 
 use api::{Core, CoreOptions};
@@ -293,6 +293,26 @@ impl KubeSim {
             .clear();
     }
 
+    /// What the injected faults and the other controls did since the last [`Self::reset_fault_report`]:
+    /// requests failed per rule, watches dropped, 410 answers after compaction, requests delayed.
+    pub fn fault_report(&self) -> FaultReport {
+        self.core
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .report
+            .clone()
+    }
+
+    /// Start counting afresh (rules still in force stay, with zero hits).
+    pub fn reset_fault_report(&self) {
+        self.core
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset_report();
+    }
+
     /// End every open watch (cleanly, as a server restart or load balancer would).
     pub fn drop_watches(&self) {
         drop_watches(&self.core);
@@ -382,8 +402,7 @@ pub(crate) fn inject(core: &Core, rule: FaultRule) {
     core.controls
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .faults
-        .push(rule);
+        .inject(rule);
 }
 
 pub(crate) fn drop_watches(core: &Core) {

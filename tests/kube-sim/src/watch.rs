@@ -222,6 +222,11 @@ async fn stream(
         }
     }
     if expired {
+        core.controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .report
+            .expired += 1;
         return;
     }
     let rt = filter.target.rt.clone();
@@ -249,7 +254,14 @@ async fn stream(
         tokio::select! {
             biased;
             // A drop requested before an event was published must win over that event.
-            _ = drop_rx.changed() => return,
+            _ = drop_rx.changed() => {
+                core.controls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .report
+                    .watches_dropped += 1;
+                return;
+            }
             ev = events.recv() => match ev {
                 Ok(ev) => {
                     if ev.rv <= last_rv {

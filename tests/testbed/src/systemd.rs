@@ -16,6 +16,18 @@ struct State {
     calls: Vec<String>,
     failing: BTreeSet<String>,
     hanging: BTreeSet<String>,
+    missing: BTreeSet<String>,
+}
+
+/// The errors systemd's manager answers with (names from systemd's `src/libsystemd/sd-bus/bus-common-errors.h`).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.freedesktop.systemd1")]
+enum ManagerError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// `RestartUnit`/`ReloadUnit` of a unit without a unit file: "Unit X not found."
+    /// (`bus_unit_validate_load_state`, `src/core/dbus-unit.c`).
+    NoSuchUnit(String),
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -53,6 +65,13 @@ impl Manager {
     fn record(&self, call: String) {
         lock(&self.state).calls.push(call);
     }
+
+    fn check_exists(&self, unit: &str) -> Result<(), ManagerError> {
+        if lock(&self.state).missing.contains(unit) {
+            return Err(ManagerError::NoSuchUnit(format!("Unit {unit} not found.")));
+        }
+        Ok(())
+    }
 }
 
 #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
@@ -68,9 +87,10 @@ impl Manager {
         name: String,
         mode: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> OwnedObjectPath {
+    ) -> Result<OwnedObjectPath, ManagerError> {
         self.record(format!("ReloadUnit {name} {mode}"));
-        self.job(emitter.into_owned(), name)
+        self.check_exists(&name)?;
+        Ok(self.job(emitter.into_owned(), name))
     }
 
     async fn restart_unit(
@@ -78,9 +98,10 @@ impl Manager {
         name: String,
         mode: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> OwnedObjectPath {
+    ) -> Result<OwnedObjectPath, ManagerError> {
         self.record(format!("RestartUnit {name} {mode}"));
-        self.job(emitter.into_owned(), name)
+        self.check_exists(&name)?;
+        Ok(self.job(emitter.into_owned(), name))
     }
 
     async fn start_transient_unit(
@@ -173,6 +194,16 @@ impl FakeSystemd {
     /// Jobs on `unit` end with result `failed`.
     pub fn fail_unit(&self, unit: &str) {
         lock(&self.state).failing.insert(unit.to_string());
+    }
+
+    /// Jobs on `unit` succeed again.
+    pub fn heal_unit(&self, unit: &str) {
+        lock(&self.state).failing.remove(unit);
+    }
+
+    /// `unit` has no unit file on this host: reloads and restarts of it fail with `NoSuchUnit`.
+    pub fn remove_unit(&self, unit: &str) {
+        lock(&self.state).missing.insert(unit.to_string());
     }
 
     /// Jobs on `unit` never end.

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use serde_json::json;
 use testbed::LayerSpec;
 
 use super::node::{
@@ -39,7 +40,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "firstboot",
-            about: "first boot from the encapsulated config: image + kargs + file, one reboot, then Done",
+            about: "first boot as the cluster delivers it (stripped encapsulated config, node-annotations.json): image + kargs, one reboot, bootstrap, Done",
             run: firstboot,
         },
         Scenario {
@@ -416,44 +417,81 @@ fn rebootless(suite: &mut Suite, run: &mut Run) -> Result<()> {
     })
 }
 
+/// First boot as the cluster delivers it (MCO `pkg/server/server.go`): Ignition wrote the rendered
+/// config's files into the deployment's `/etc`, plus the machine-config-server's encapsulated config with
+/// `spec.config` emptied (`appendEncapsulated`) and `node-annotations.json` (`appendNodeAnnotations`); the
+/// Node is as the kubelet registered it, without MCO annotations.
 fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
     let layered = layered_image(suite)?;
     const CONFIG: &str = "rendered-worker-fb";
     const KARG: &str = "vmtest.firstboot=applied";
+    const FILE: &str = "/etc/vmtest-firstboot.conf";
     let conf = "first boot\n";
     let registries = registries_conf();
     let files: [McFile; 2] = [
         ("/etc/containers/registries.conf", &registries, 0o644),
-        ("/etc/vmtest/firstboot.conf", conf, 0o644),
+        (FILE, conf, 0o644),
     ];
     let config = machine_config(CONFIG, Some(&layered), &[KARG], &files, &[]);
-    // A node the kubelet just registered: only desiredConfig, from the pool.
+    let mut encapsulated = config.clone();
+    encapsulated["spec"]["config"] = json!({"ignition": {"version": "3.4.0"}});
+    let node_annotations = json!({
+        "machineconfiguration.openshift.io/currentConfig": CONFIG,
+        "machineconfiguration.openshift.io/desiredConfig": CONFIG,
+        "machineconfiguration.openshift.io/firstPivotConfig": CONFIG,
+        "machineconfiguration.openshift.io/state": "Done",
+    });
+    let mut registered = cluster::node_object(NODE, None, CONFIG);
+    registered["metadata"]["annotations"] = json!({});
     let setup = Setup {
         configs: vec![config.clone()],
-        node: Some(cluster::node_object(NODE, None, CONFIG)),
+        node: Some(registered),
         ..Setup::default()
     };
     let node = Node::create(suite, run, setup)?;
-    // Ignition leaves the machine config in the deployment's /etc before the first boot.
+    // What Ignition leaves in the deployment's /etc before the first boot. registries.conf is the image's
+    // already (the config carries the same contents).
     let disk = node.vm.disk()?;
     let entries = disk.boot_entries()?;
     let deployment = disk.deployment_of(bls::select(&entries, EntrySelection::Default)?)?;
+    let etc = format!("/ostree/deploy/debian/deploy/{deployment}/etc");
+    let file_in_etc = FILE
+        .strip_prefix("/etc")
+        .context("the file is under /etc")?;
+    disk.write_file(&format!("{etc}{file_in_etc}"), conf.as_bytes(), 0o644)?;
     disk.write_file(
-        &format!("/ostree/deploy/debian/deploy/{deployment}/etc/ignition-machine-config-encapsulated.json"),
-        serde_json::to_string_pretty(&config)?.as_bytes(),
+        &format!("{etc}/ignition-machine-config-encapsulated.json"),
+        serde_json::to_string_pretty(&encapsulated)?.as_bytes(),
         0o600,
+    )?;
+    disk.mkdir(&format!("{etc}/machine-config-daemon"), 0o700)?;
+    disk.write_file(
+        &format!("{etc}/machine-config-daemon/node-annotations.json"),
+        serde_json::to_string(&node_annotations)?.as_bytes(),
+        0o644,
     )?;
     with_node(run, node, |node, run| {
         let v1 = deployment.split('.').next().unwrap_or_default().to_string();
-        run.step("first boot: firstboot unit applies, then reboots", || {
-            node.vm.start(EntrySelection::Default)?;
-            node.vm.expect_exit(Exit::Reboot)
-        })?;
+        run.step(
+            "first boot: firstboot unit applies the OS part, then reboots",
+            || {
+                node.vm.start(EntrySelection::Default)?;
+                node.vm.expect_exit(Exit::Reboot)
+            },
+        )?;
         run.step("boot after the reboot", || node.vm.boot().map(|_| ()))?;
-        let done = run.step("daemon: verify, Done", || {
-            node.wait_done(CONFIG, AFTER_REBOOT)
-        })?;
+        // node-annotations.json already says Done: the NodeDone event marks the validated bootstrap.
+        run.step(
+            "daemon: bootstrap from node-annotations.json, validate, Done",
+            || node.wait_event("NodeDone", AFTER_REBOOT),
+        )?;
+        let done = node.wait_done(CONFIG, Duration::from_secs(30))?;
         ensure!(!done.unschedulable(), "the node is cordoned");
+        ensure!(
+            done.annotation("firstPivotConfig") == Some(CONFIG),
+            "the initial annotations did not come from node-annotations.json: {:?}",
+            done.mco_annotations()
+        );
         let cmdline = node.vm.exec_ok("cat /proc/cmdline")?;
         ensure!(
             cmdline.split_whitespace().any(|k| k == KARG),
@@ -462,8 +500,8 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
         node.assert_booted_image(&layered)?;
         assert_updated_deployments(node, &v1)?;
         ensure!(
-            node.guest_file("/etc/vmtest/firstboot.conf")?.as_deref() == Some(conf),
-            "the config's file is missing"
+            node.guest_file(FILE)?.as_deref() == Some(conf),
+            "the file Ignition wrote is gone"
         );
         let etc = node
             .vm
@@ -471,6 +509,20 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
         ensure!(
             etc == "ignition-machine-config-encapsulated.json.bak\n",
             "expected only the .bak of the encapsulated config in /etc, found {etc:?}"
+        );
+        // The node's on-disk config is the full rendered config (with the file), not the stripped one.
+        let odc = node
+            .vm
+            .exec_ok("cat /etc/machine-config-daemon/currentconfig")?;
+        ensure!(
+            odc.contains(CONFIG) && odc.contains(FILE),
+            "the on-disk config is not the full rendered config: {odc}"
+        );
+        let state = node.vm.exec_ok("ls /etc/machine-config-daemon")?;
+        ensure!(
+            state.lines().any(|l| l == "node-annotation.json.bak")
+                && !state.lines().any(|l| l == "node-annotations.json"),
+            "node-annotations.json was not kept as .bak: {state:?}"
         );
         // Give a stray second reboot the time to show itself.
         std::thread::sleep(Duration::from_secs(10));
