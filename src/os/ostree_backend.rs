@@ -2,7 +2,7 @@
 //! layers several at a time, [`super::fetch`]), and the libostree sysroot API deploys (sandbox) or
 //! stages (booted host) them, with the origin `container-image-reference` that rpm-ostree and bootc
 //! also read. The work runs in this process, or (the daemon) in a short-lived helper process
-//! ([`super::helper`]) so the idle daemon never loads libostree.
+//! ([`super::helper`]) so the idle daemon never calls libostree.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! The ostree helper: the daemon runs each ostree operation in a short-lived child process (its own
-//! binary, `machine-config-daemon ostree-helper`), so the idle daemon never loads libostree, glib, gio
-//! and their TLS modules, and a crash in them cannot take the daemon down.
+//! binary, `machine-config-daemon ostree-helper`), so the idle daemon never works with libostree, glib
+//! and gio (their heap, GIO modules, threads; the binary still links them, so they stay mapped), and a
+//! crash in them cannot take the daemon down.
 //!
 //! The request goes in as one JSON line on the helper's stdin, events come back as JSON lines on its
 //! stdout ([`protocol`]). The helper's stdin stays open for its whole life: when the daemon goes away
