@@ -216,15 +216,17 @@ async fn unreachable_api_server_is_named_backed_off_and_on_healthz() {
         (code, body.as_str()),
         (503, "the update loop has not run recently\n")
     );
+    let daemon_metrics = daemon.metrics;
     let lines = daemon.stop();
     sim.shutdown().await;
 
     assert_eq!(
         lines[0],
         format!(
-            "INFO machine-config-daemon {} starting: node worker-0, API server {url} (as a bearer token from {}), root {root}, sysroot {root}, backend ostree, drain mode self node=worker-0",
+            "INFO machine-config-daemon {} starting: node worker-0, API server {url} (as a bearer token from {}), root {root}, sysroot {root}, backend ostree, drain mode self, /metrics and /healthz on 127.0.0.1:{} node=worker-0",
             env!("CARGO_PKG_VERSION"),
             kc.display(),
+            daemon_metrics,
             root = work.path().display(),
         ),
         "{lines:#?}"

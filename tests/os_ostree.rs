@@ -721,9 +721,16 @@ async fn status_command_renders_the_sandbox_as_a_kubernetes_document() -> Result
     assert!(json["status"]["booted"].is_null());
     let text = render_status(&doc, OutputFormat::Text)?;
     assert!(
-        text.contains(&format!("  Pending: {}", fx.image("base"))),
+        text.contains(&format!(
+            "\n  ostree-unverified-registry:{}\n",
+            fx.image("base")
+        )),
         "{text}"
     );
-    assert!(text.contains("● Booted: none"), "{text}");
+    assert!(text.contains("Role: pending"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with('*')),
+        "nothing is booted: {text}"
+    );
     Ok(())
 }

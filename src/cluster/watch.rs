@@ -202,25 +202,26 @@ fn report_failure(
     };
     let cause = describe_api_error(e, &r.health.endpoint);
     let url = &r.health.endpoint.url;
-    let unreachable = match e {
+    let refused = |k: &kube::Error| matches!(k, kube::Error::Api(s) if matches!(s.code, 401 | 403));
+    let (unreachable, credentials) = match e {
         watcher::Error::InitialListFailed(k) | watcher::Error::WatchStartFailed(k) => match k {
-            kube::Error::Api(s) => matches!(s.code, 401 | 403),
-            _ => true,
+            kube::Error::Api(_) => (refused(k), refused(k)),
+            _ => (true, false),
         },
-        _ => false,
+        _ => (false, false),
     };
     if unreachable && r.healthz {
         let problem = format!("cannot reach the API server at {url}: {cause}");
         tracing::warn!(node = %node, "{problem}; retrying in {secs} s");
         r.health.metrics.set_api_problem(Some(problem));
+    } else if credentials {
+        // Our identity may read the node but not this object: worth its own line (RBAC).
+        tracing::warn!(node = %node, "cannot read {label} from the API server at {url}: {cause}; retrying in {secs} s");
     } else if unreachable {
-        tracing::warn!(
-            "cannot read {label} from the API server at {url}: {cause}; retrying in {secs} s"
-        );
+        // The node watch already says the API server cannot be reached.
+        tracing::debug!(node = %node, "cannot read {label} from the API server at {url}: {cause}; retrying in {secs} s");
     } else {
-        tracing::warn!(
-            "the watch of {label} at {url} was interrupted: {cause}; resuming in {secs} s"
-        );
+        tracing::warn!(node = %node, "the watch of {label} at {url} was interrupted: {cause}; resuming in {secs} s");
     }
     unreachable
 }

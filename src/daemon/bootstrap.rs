@@ -169,7 +169,7 @@ where
             )))
         })?;
         let config = with_target_image(received.clone(), current.image.as_deref())?;
-        if let Some(reason) = self.check_node(&config).await? {
+        if let Some(reason) = self.check_node(&config, current.image.is_some()).await? {
             tracing::error!(config = %config.name, "bootstrap: the node does not match its rendered config: {reason}");
             self.side
                 .event(NodeEvent::warning(

@@ -659,7 +659,7 @@ where
             _ => self.fetch_config(&current.config).await?,
         };
         let config = with_target_image(received, current.image.as_deref())?;
-        let problems = self.check_node(&config).await?;
+        let problems = self.check_node(&config, current.image.is_some()).await?;
         self.start_drift(&config).await;
         if let Some(reason) = problems {
             self.verified = None;
@@ -726,11 +726,16 @@ where
     pub(super) async fn check_node(
         &self,
         config: &MachineConfig,
+        layered_image: bool,
     ) -> anyhow::Result<Option<String>> {
         let status = self.os.status().await.context("reading the OS status")?;
         let mut problems = Vec::new();
         if let Some(p) = verify::os_problem(config, status.booted.as_ref()) {
             problems.push(p);
+        }
+        // An on-cluster-layering image has its kernel type and extensions built in.
+        if !layered_image {
+            problems.extend(verify::packages_problem(config, status.booted.as_ref()));
         }
         let missing = verify::missing_kargs(config, &self.env.cmdline(&status)?);
         if !missing.is_empty() {

@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, EventReason, NodeEvent};
 use crate::config::MachineConfig;
 use crate::host::Root;
 use crate::metrics::Metrics;
-use crate::os::{FetchProgress, OsBackend, PrefetchReport, ProgressFn};
+use crate::os::{FetchProgress, OsBackend, OsChange, Prepared, ProgressFn};
 
 /// The install-time config the MCS served this node (the base of the irreconcilable report).
 pub const INSTALL_TIME_CONFIG: &str = "/etc/mcs-machine-config-content.json";
@@ -114,19 +114,24 @@ fn pulling(image: &str, detail: Option<&str>) -> ConditionChange {
     )
 }
 
-/// Prefetch `image` with `os`, reporting it: the condition Unknown while pulling (with the progress
-/// in its message), then True or False with the reason; the `mcd_image_pull_bytes_*` metrics; and an
-/// `OSImagePullProgress` Event at most once per 10% or 30 s.
-pub async fn prefetch_reporting<C, O>(
+/// Get `change` ready with `os` before the drain ([`OsBackend::prepare`]: pull the image, or stage
+/// it locked), reporting the pull: the condition Unknown while pulling (with the progress in its
+/// message), then True or False with the reason; the `mcd_image_pull_bytes_*` metrics; and an
+/// `OSImagePullProgress` Event at most once per 10% or 30 s. A change without an image is only
+/// prepared.
+pub async fn prepare_reporting<C, O>(
     side: Option<&ClusterSide<C>>,
     metrics: &Arc<Metrics>,
     os: &O,
-    image: &str,
-) -> anyhow::Result<PrefetchReport>
+    change: &OsChange,
+) -> anyhow::Result<Prepared>
 where
     C: Cluster + 'static,
     O: OsBackend,
 {
+    let Some(image) = change.image.as_deref() else {
+        return os.prepare(change, None).await;
+    };
     let progress = Arc::new(Mutex::new(PullProgress::default()));
     let callback: ProgressFn = {
         let (progress, metrics) = (progress.clone(), metrics.clone());
@@ -142,7 +147,7 @@ where
     if let Some(side) = side {
         side.conditions(&[pulling(image, None)]).await;
     }
-    let pull = os.prefetch(image, Some(callback));
+    let pull = os.prepare(change, Some(callback));
     tokio::pin!(pull);
     let mut look = tokio::time::interval(LOOK_EVERY);
     let mut throttle = Throttle {
@@ -176,11 +181,11 @@ where
     metrics.image_pull_layers_total.set(0);
     if let Some(side) = side {
         let change = match &result {
-            Ok(report) => ConditionChange::new(
+            Ok(prepared) => ConditionChange::new(
                 ConditionType::ImagePulledFromRegistry,
                 Status::True,
                 "ImagePulledFromRegistry",
-                if report.already_present {
+                if matches!(prepared, Prepared::Prefetched(r) if r.already_present) {
                     format!("OS image {image} was already on the node")
                 } else {
                     format!("Successfully pulled OS image {image} from registry")
@@ -339,7 +344,7 @@ mod tests {
             &self,
             image: &str,
             progress: Option<ProgressFn>,
-        ) -> anyhow::Result<PrefetchReport> {
+        ) -> anyhow::Result<crate::os::PrefetchReport> {
             let cb = progress.expect("a progress callback");
             for (layer, fetched) in [(0, 60_000_000), (0, 100_000_000), (1, 50_000_000)] {
                 cb(&FetchProgress {
@@ -353,7 +358,7 @@ mod tests {
                     self.metrics.image_pull_bytes_total.get(),
                 ));
             }
-            Ok(PrefetchReport {
+            Ok(crate::os::PrefetchReport {
                 image: image.into(),
                 ..Default::default()
             })
@@ -374,7 +379,11 @@ mod tests {
             seen: Mutex::new(Vec::new()),
         };
         let side: Option<&ClusterSide<crate::cluster::KubeCluster>> = None;
-        prefetch_reporting(side, &metrics, &os, "quay.io/os@sha256:x")
+        let change = crate::os::OsChange {
+            image: Some("quay.io/os@sha256:x".into()),
+            ..Default::default()
+        };
+        prepare_reporting(side, &metrics, &os, &change)
             .await
             .unwrap();
         assert_eq!(

@@ -84,7 +84,6 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (bound, _metrics_task) =
         crate::metrics::serve(metrics.clone(), opts.metrics_listen).await?;
-    tracing::info!(listen = %bound, "serving /metrics and /healthz");
     let root = Arc::new(Root::open(&opts.root)?);
     let credentials = credentials(&opts)?;
     let (client, endpoint) = connect_to(&credentials).await?;
@@ -96,6 +95,11 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     }
     .in_helper(HelperOptions::this_executable().context("Finding our own executable")?);
     let (os, env) = match &opts.test_only_simulated_boot {
+        // rpm-ostreed (a test double) plays the host's boots itself.
+        Some(boot_id_file) if opts.backend == BackendKind::RpmOstree => (
+            select_backend(opts.backend, os_options).await?,
+            NodeEnv::simulated(&opts.root, boot_id_file),
+        ),
         Some(boot_id_file) => {
             let backend = OstreeBackend::test_only_simulated_boot(os_options, boot_id_file).await?;
             (
@@ -111,7 +115,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     // One line that says what this daemon is and what it works on.
     tracing::info!(
         node = %opts.node_name,
-        "machine-config-daemon {} starting: node {}, API server {} (as {}), root {}, sysroot {}, backend {}, drain mode {}",
+        "machine-config-daemon {} starting: node {}, API server {} (as {}), root {}, sysroot {}, backend {}, drain mode {}, /metrics and /healthz on {}",
         env!("CARGO_PKG_VERSION"),
         opts.node_name,
         endpoint.url,
@@ -120,6 +124,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         opts.sysroot.display(),
         crate::os::OsBackend::name(&os),
         drain_mode_name(opts.drain_mode),
+        bound,
     );
 
     let cluster = Arc::new(KubeCluster::new(client.clone(), &opts.node_name));

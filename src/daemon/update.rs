@@ -23,7 +23,7 @@ use crate::cluster::{
 use crate::config::MachineConfig;
 use crate::host::{self, ApplyOptions, Root};
 use crate::metrics::Metrics;
-use crate::os::{OsBackend, OsChange, PullError, StageOutcome};
+use crate::os::{OsBackend, OsChange, Prepared, PullError, StageOutcome};
 use crate::plan::Action;
 use crate::systemd::ServiceManager;
 
@@ -412,25 +412,45 @@ where
         }
     }
 
-    /// Pull the image into the local repo while the node still serves.
+    /// What the OS backend must do for this update (`None`: leave the OS alone). An on-cluster-layering
+    /// image (`desiredImage`) has kernel type and extensions built in.
+    fn os_change(&self, j: &Journal, target: &MachineConfig) -> Option<OsChange> {
+        OsChange::from_plan(&j.plan, target)
+            .map(|c| c.for_layered_image(j.progress.target.image.is_some()))
+    }
+
+    /// Get the OS change ready while the node still serves: pull the image (ostree) or stage the locked
+    /// deployment (rpm-ostree). Stops early when stopped or superseded.
     async fn prefetch(&self, j: &Journal) -> anyhow::Result<Waited> {
-        let Some(image) = OsChange::from_plan(&j.plan, &j.target_config()?).and_then(|c| c.image)
-        else {
+        let Some(change) = self.os_change(j, &j.target_config()?) else {
             return Ok(Waited::Done);
         };
-        tracing::info!(image = %image, "prefetching the OS image while the node still serves");
+        let image = change.image.clone();
+        tracing::info!(
+            image = image.as_deref().unwrap_or(""),
+            backend = self.os.name(),
+            "preparing the OS change while the node still serves"
+        );
         // The backend reports per-layer progress as tracing events itself.
         tokio::select! {
-            r = super::mcn_status::prefetch_reporting(self.cluster, self.metrics, self.os, &image) => {
+            r = super::mcn_status::prepare_reporting(self.cluster, self.metrics, self.os, &change) => {
                 match r {
-                    Ok(report) => {
+                    Ok(Prepared::Prefetched(report)) => {
                         self.metrics.bytes_prefetched.inc_by(report.bytes_fetched);
-                        tracing::info!(image = %image, bytes = report.bytes_fetched, layers = report.layers_fetched, "prefetched");
+                        tracing::info!(image = %report.image, bytes = report.bytes_fetched, layers = report.layers_fetched, "prefetched");
                         Ok(Waited::Done)
                     }
+                    Ok(Prepared::Staged(outcome)) => {
+                        tracing::info!(deployment = %outcome.deployment().id(), unchanged = outcome.is_unchanged(), "staged before the drain; finalized after it");
+                        Ok(Waited::Done)
+                    }
+                    Ok(Prepared::Nothing) => Ok(Waited::Done),
                     Err(e) => {
                         self.metrics.pivot_errors.inc();
-                        Err(pull_error(e, &image))
+                        Err(match image.as_deref() {
+                            Some(image) => pull_error(e, image),
+                            None => e.context("preparing the OS change failed"),
+                        })
                     }
                 }
             }
@@ -566,7 +586,7 @@ where
     }
 
     async fn stage(&self, j: &Journal, target: &MachineConfig) -> anyhow::Result<()> {
-        let Some(change) = OsChange::from_plan(&j.plan, target) else {
+        let Some(change) = self.os_change(j, target) else {
             return Ok(());
         };
         if let Some(side) = self.cluster {
@@ -641,6 +661,14 @@ where
         }
         if j.progress.os_image.is_none() && !j.plan.touches_os() {
             tracing::info!("rebooting: no OS deployment was staged");
+        }
+        // rpm-ostree: the locked staged deployment is released and rpm-ostreed reboots.
+        if let Some(change) = self.os_change(j, &j.target_config()?) {
+            if self.os.finalize(&change).await? {
+                self.metrics.reboots_requested.inc();
+                tracing::info!(reason = %reason, backend = self.os.name(), "reboot requested from the OS backend");
+                return Ok(());
+            }
         }
         // Ordered after ostree-finalize-staged whenever this is an ostree host.
         let after_finalize = self.root.path().join("run/ostree-booted").exists();
@@ -737,6 +765,9 @@ where
         let mut boot_problems = Vec::new();
         if let Some(p) = verify::os_problem(target, status.booted.as_ref()) {
             boot_problems.push(p);
+        }
+        if j.progress.target.image.is_none() {
+            boot_problems.extend(verify::packages_problem(target, status.booted.as_ref()));
         }
         let missing = verify::missing_kargs(target, &self.env.cmdline(&status)?);
         if !missing.is_empty() {

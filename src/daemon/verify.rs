@@ -33,6 +33,28 @@ pub fn os_problem(config: &MachineConfig, booted: Option<&Deployment>) -> Option
     }
 }
 
+/// Packages the config's kernel type and extensions need that the booted deployment does not layer
+/// (the MCD's verifyExtensionPackages after the reboot). Not for an on-cluster-layering image, which has
+/// them built in.
+pub fn packages_problem(config: &MachineConfig, booted: Option<&Deployment>) -> Option<String> {
+    let wanted = crate::os::rpm_ostree::expected_packages(config.kernel_type, &config.extensions);
+    let booted = booted?;
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|p| !booted.requested_packages.contains(p))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the booted deployment {} does not have the packages of kernel type {} and extensions [{}]: missing {}",
+            booted.id(),
+            config.kernel_type,
+            config.extensions.join(", "),
+            missing.join(" ")
+        )
+    })
+}
+
 /// The config's kernel arguments missing from the running command line.
 pub fn missing_kargs(config: &MachineConfig, cmdline: &[String]) -> Vec<String> {
     let mut available: Vec<Option<&String>> = cmdline.iter().map(Some).collect();
@@ -83,6 +105,7 @@ mod tests {
             version: None,
             kernel_arguments: kargs.iter().map(|s| s.to_string()).collect(),
             requested_packages: vec![],
+            requested_base_removals: vec![],
         }
     }
 
@@ -119,6 +142,27 @@ mod tests {
             os_problem(&mc(Some("x.io/os:1"), &[]), None)
                 .unwrap()
                 .contains("no booted deployment")
+        );
+    }
+
+    #[test]
+    fn layered_packages_of_kernel_type_and_extensions_are_checked() {
+        let mut config = mc(None, &[]);
+        config.kernel_type = crate::config::KernelType::Realtime;
+        config.extensions = vec!["usbguard".into()];
+        let mut d = deployment("x.io/os:1", DIGEST, &[]);
+        d.requested_packages = vec!["kernel-rt-core".into(), "usbguard".into()];
+        let why = packages_problem(&config, Some(&d)).unwrap();
+        assert!(
+            why.ends_with("missing kernel-rt-modules kernel-rt-modules-extra"),
+            "{why}"
+        );
+        d.requested_packages
+            .extend(["kernel-rt-modules".into(), "kernel-rt-modules-extra".into()]);
+        assert_eq!(packages_problem(&config, Some(&d)), None);
+        assert_eq!(
+            packages_problem(&mc(None, &[]), Some(&deployment("x", DIGEST, &[]))),
+            None
         );
     }
 

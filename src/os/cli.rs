@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{
     BackendKind, Deployment, OsBackend, OsChange, OsStatus, OstreeBackendOptions, PrefetchReport,
-    ProgressFn, StageOutcome, select_backend,
+    ProgressFn, Role, StageOutcome, select_backend,
 };
 
 /// Output format of `status`.
@@ -109,36 +109,65 @@ pub fn render_status(doc: &StatusDocument, format: OutputFormat) -> Result<Strin
     })
 }
 
+/// Like `rpm-ostree status` (rpm-ostree: src/app/rpmostree-builtin-status.cxx print_one_deployment): one
+/// block per deployment in boot order, `*` before the booted one, the image reference as the title
+/// line, then `Digest:` and `Version:` and our fields, keys right-aligned.
 fn render_text(status: &OsStatus) -> String {
-    let mut out = String::new();
-    let sections: [(&str, bool, Option<&Deployment>); 4] = [
-        ("Staged", false, status.staged.as_ref()),
-        ("Pending", false, status.pending.as_ref()),
-        ("Booted", true, status.booted.as_ref()),
-        ("Rollback", false, status.rollback.as_ref()),
-    ];
-    for (title, is_booted, d) in sections {
-        let marker = if is_booted { "●" } else { " " };
-        let Some(d) = d else {
-            if title != "Pending" {
-                let _ = writeln!(out, "{marker} {title}: none");
+    let deployments: Vec<(Role, &Deployment)> = [
+        (Role::Staged, status.staged.as_ref()),
+        (Role::Pending, status.pending.as_ref()),
+        (Role::Booted, status.booted.as_ref()),
+        (Role::Rollback, status.rollback.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(r, d)| d.map(|d| (r, d)))
+    .collect();
+    if deployments.is_empty() {
+        return "Deployments: none\n".to_string();
+    }
+    type Block<'a> = (Role, &'a Deployment, Vec<(&'static str, String)>);
+    let blocks: Vec<Block<'_>> = deployments
+        .into_iter()
+        .map(|(role, d)| {
+            let mut kv: Vec<(&str, String)> = Vec::new();
+            if let Some(digest) = &d.image_digest {
+                kv.push(("Digest", digest.clone()));
             }
-            continue;
-        };
-        let image = d.image.as_deref().unwrap_or("(not a container image)");
-        let _ = writeln!(out, "{marker} {title}: {image}");
-        let field = |out: &mut String, k: &str, v: &str| {
-            let _ = writeln!(out, "    {k:<9} {v}");
-        };
-        if let Some(digest) = &d.image_digest {
-            field(&mut out, "Digest:", digest);
+            if let Some(v) = &d.version {
+                kv.push(("Version", v.clone()));
+            }
+            kv.push(("Role", role.to_string()));
+            kv.push(("Commit", d.id()));
+            kv.push(("Kargs", d.kernel_arguments.join(" ")));
+            if !d.requested_packages.is_empty() {
+                kv.push(("LayeredPackages", d.requested_packages.join(" ")));
+            }
+            if !d.requested_base_removals.is_empty() {
+                kv.push(("RemovedBasePackages", d.requested_base_removals.join(" ")));
+            }
+            (role, d, kv)
+        })
+        .collect();
+    let width = blocks
+        .iter()
+        .flat_map(|(_, _, kv)| kv.iter().map(|(k, _)| k.len()))
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from("Deployments:\n");
+    for (i, (role, d, kv)) in blocks.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
         }
-        if let Some(v) = &d.version {
-            field(&mut out, "Version:", v);
+        let marker = if *role == Role::Booted { '*' } else { ' ' };
+        let title = d
+            .image_reference
+            .clone()
+            .or_else(|| d.image.clone())
+            .unwrap_or_else(|| d.checksum.clone());
+        let _ = writeln!(out, "{marker} {title}");
+        for (k, v) in kv {
+            let _ = writeln!(out, "  {k:>width$}: {v}");
         }
-        field(&mut out, "Commit:", &d.id());
-        field(&mut out, "Kargs:", &d.kernel_arguments.join(" "));
-        out.push('\n');
     }
     out
 }
@@ -180,6 +209,7 @@ mod tests {
             version: Some(version.into()),
             kernel_arguments: vec!["rw".into(), "quiet".into()],
             requested_packages: vec![],
+            requested_base_removals: vec![],
         }
     }
 
@@ -199,30 +229,40 @@ mod tests {
     }
 
     #[test]
-    fn text_shows_booted_staged_and_rollback() {
+    fn text_is_like_rpm_ostree_status() {
+        let mut rt = deployment("1.1", 1);
+        rt.requested_packages = vec!["kernel-rt-core".into()];
+        rt.requested_base_removals = vec!["kernel".into()];
         let status = OsStatus {
             booted: Some(deployment("1.0", 0)),
-            staged: Some(deployment("1.1", 1)),
+            staged: Some(rt),
             pending: None,
             rollback: None,
         };
         let text = render_status(&doc(status), OutputFormat::Text).unwrap();
         let expected = concat!(
-            "  Staged: 127.0.0.1:5000/os:v1\n",
-            "    Digest:   sha256:feed\n",
-            "    Version:  1.1\n",
-            "    Commit:   abc123.1\n",
-            "    Kargs:    rw quiet\n",
+            "Deployments:\n",
+            "  ostree-unverified-registry:127.0.0.1:5000/os:v1\n",
+            "               Digest: sha256:feed\n",
+            "              Version: 1.1\n",
+            "                 Role: staged\n",
+            "               Commit: abc123.1\n",
+            "                Kargs: rw quiet\n",
+            "      LayeredPackages: kernel-rt-core\n",
+            "  RemovedBasePackages: kernel\n",
             "\n",
-            "● Booted: 127.0.0.1:5000/os:v1\n",
-            "    Digest:   sha256:feed\n",
-            "    Version:  1.0\n",
-            "    Commit:   abc123.0\n",
-            "    Kargs:    rw quiet\n",
-            "\n",
-            "  Rollback: none\n",
+            "* ostree-unverified-registry:127.0.0.1:5000/os:v1\n",
+            "               Digest: sha256:feed\n",
+            "              Version: 1.0\n",
+            "                 Role: booted\n",
+            "               Commit: abc123.0\n",
+            "                Kargs: rw quiet\n",
         );
         assert_eq!(text, expected);
+        assert_eq!(
+            render_status(&doc(OsStatus::default()), OutputFormat::Text).unwrap(),
+            "Deployments: none\n"
+        );
     }
 
     #[test]

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::config::KernelType;
 pub use crate::plan::KernelArgsChange;
 pub use cli::{
-    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, apply_os_change, render_status,
-    run_status, status_document,
+    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, StatusMetadata, StatusSpec,
+    apply_os_change, render_status, run_status, status_document,
 };
 pub use error::{PartialPull, PullError, PullErrorKind};
 pub use helper::HelperOptions;
@@ -70,6 +70,9 @@ pub struct Deployment {
     /// Packages layered on the image (rpm-ostree only: kernel-rt, extensions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requested_packages: Vec<String>,
+    /// Base packages removed by an override (rpm-ostree only: the default kernel under kernel-rt/64k).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_base_removals: Vec<String>,
 }
 
 impl Deployment {
@@ -152,6 +155,12 @@ pub struct OsChange {
     pub kernel_type: Option<KernelType>,
     /// RHCOS extensions (package names) wanted in the next deployment; `None`: leave them as they are.
     pub extensions: Option<Vec<String>>,
+    /// The desired config's `baseOSExtensionsContainerImage`: the rpm-md repo that kernel-rt/64k and
+    /// extension packages are installed from (rpm-ostree only).
+    pub extensions_image: Option<String>,
+    /// The image is an on-cluster-layering build (`desiredImage`): kernel type and extensions are built
+    /// into it, so nothing is layered on the node and earlier client-side layering is dropped.
+    pub layered_image: bool,
 }
 
 impl OsChange {
@@ -168,7 +177,13 @@ impl OsChange {
         }
         let extensions_change =
             !plan.extensions.add.is_empty() || !plan.extensions.remove.is_empty();
+        let extensions_image = desired
+            .base_os_extensions_container_image
+            .as_ref()
+            .map(|i| i.to_string());
         Some(OsChange {
+            extensions_image,
+            layered_image: false,
             image: match &plan.os_image {
                 Some(c) => Some(c.to.clone()),
                 None if plan.forced => desired.os_image().map(str::to_string),
@@ -186,6 +201,18 @@ impl OsChange {
                     .collect()
             }),
         })
+    }
+
+    /// The same change for an on-cluster-layering image (`desiredImage`): the MCD leaves kernel type
+    /// and extensions to the image build (pkg/daemon/update.go applyLayeredOSChanges returns before
+    /// switchKernel/applyExtensions when OCL is enabled).
+    pub fn for_layered_image(mut self, layered: bool) -> Self {
+        if layered {
+            self.layered_image = true;
+            self.kernel_type = None;
+            self.extensions = None;
+        }
+        self
     }
 }
 
@@ -208,6 +235,17 @@ impl StageOutcome {
     pub fn is_unchanged(&self) -> bool {
         matches!(self, StageOutcome::Unchanged(..))
     }
+}
+
+/// Result of [`OsBackend::prepare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The image was pulled into the repo; staging happens after the drain.
+    Prefetched(PrefetchReport),
+    /// The next deployment is staged already (locked: it is only booted after `finalize`).
+    Staged(StageOutcome),
+    /// Nothing to do before the drain.
+    Nothing,
 }
 
 /// Byte-level progress of one layer download, with the pull's totals.
@@ -281,6 +319,31 @@ pub trait OsBackend: Send + Sync {
     /// staged deployment already matches.
     fn stage(&self, change: &OsChange) -> impl Future<Output = Result<StageOutcome>> + Send;
 
+    /// Before the drain, while the node still serves: get `change` as far as can be undone without a
+    /// reboot. The default prefetches the image; rpm-ostree stages the whole deployment with its
+    /// finalization locked, so that after the drain only [`OsBackend::finalize`] is left.
+    fn prepare(
+        &self,
+        change: &OsChange,
+        progress: Option<ProgressFn>,
+    ) -> impl Future<Output = Result<Prepared>> + Send {
+        let image = change.image.clone();
+        async move {
+            Ok(match image {
+                Some(image) => Prepared::Prefetched(self.prefetch(&image, progress).await?),
+                None => Prepared::Nothing,
+            })
+        }
+    }
+
+    /// Release the staged deployment for `change` and reboot into it. `Ok(true)`: the backend's daemon
+    /// reboots (rpm-ostree `FinalizeDeployment`); `Ok(false)`: nothing to release, the caller reboots
+    /// (ostree finalizes a staged deployment at shutdown by itself — the default).
+    fn finalize(&self, change: &OsChange) -> impl Future<Output = Result<bool>> + Send {
+        let _ = change;
+        async { Ok(false) }
+    }
+
     /// Change only the kernel arguments: a new deployment of the base deployment's commit.
     fn set_kernel_arguments(
         &self,
@@ -326,14 +389,14 @@ pub async fn select_backend(
     match kind {
         BackendKind::Ostree => Ok(AnyBackend::Ostree(OstreeBackend::new(options))),
         BackendKind::RpmOstree => Ok(AnyBackend::RpmOstree(
-            RpmOstreeBackend::connect_system().await?,
+            RpmOstreeBackend::connect_system(&options.node_root).await?,
         )),
         BackendKind::Auto if sandbox => Ok(AnyBackend::Ostree(OstreeBackend::new(options))),
         BackendKind::Auto => {
             if rpm_ostree::rpm_ostreed_on_system_bus().await {
                 tracing::info!(backend = "rpm-ostree", "rpm-ostreed is on the system bus");
                 Ok(AnyBackend::RpmOstree(
-                    RpmOstreeBackend::connect_system().await?,
+                    RpmOstreeBackend::connect_system(&options.node_root).await?,
                 ))
             } else {
                 tracing::info!(backend = "ostree", "rpm-ostreed is not on the system bus");
@@ -376,6 +439,20 @@ impl OsBackend for AnyBackend {
         match self {
             AnyBackend::Ostree(b) => b.cleanup().await,
             AnyBackend::RpmOstree(b) => b.cleanup().await,
+        }
+    }
+
+    async fn prepare(&self, change: &OsChange, progress: Option<ProgressFn>) -> Result<Prepared> {
+        match self {
+            AnyBackend::Ostree(b) => b.prepare(change, progress).await,
+            AnyBackend::RpmOstree(b) => b.prepare(change, progress).await,
+        }
+    }
+
+    async fn finalize(&self, change: &OsChange) -> Result<bool> {
+        match self {
+            AnyBackend::Ostree(b) => b.finalize(change).await,
+            AnyBackend::RpmOstree(b) => b.finalize(change).await,
         }
     }
 }

@@ -580,6 +580,7 @@ fn describe_deployment(repo: &ostree::Repo, d: &ostree::Deployment) -> Result<De
         version,
         kernel_arguments,
         requested_packages: Vec::new(),
+        requested_base_removals: Vec::new(),
     })
 }
 

@@ -595,8 +595,12 @@ impl Lab {
         let log = strip_ansi(&std::fs::read_to_string(self.log_path()).ok()?);
         let line = log
             .lines()
-            .find(|l| l.contains("serving /metrics and /healthz"))?;
-        let addr = line.split("listen=").nth(1)?.split_whitespace().next()?;
+            .find(|l| l.contains("/metrics and /healthz on "))?;
+        let addr = line
+            .split("/metrics and /healthz on ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?;
         let mut s = std::net::TcpStream::connect(addr).ok()?;
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .ok()?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// One measured figure and its goal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
-    /// `P1` … `P8`.
+    /// `P1` … `P8` (`P3r`: P3 on the rpm-ostree backend).
     pub id: String,
     pub name: String,
     /// The measured value, in `unit`.

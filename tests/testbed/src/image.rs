@@ -305,6 +305,30 @@ impl ImageLab {
         self.describe(to)
     }
 
+    /// A plain (non-OS) container image `tag` made of `layers`, e.g. the RHCOS extensions container
+    /// (`baseOSExtensionsContainerImage`): no ostree commit, one gzip tar layer per [`LayerSpec`].
+    #[context("Building plain image {tag}")]
+    pub fn build_plain(&self, tag: &str, layers: &[LayerSpec]) -> Result<BuiltImage> {
+        let dir = Dir::open_ambient_dir(&self.oci_path, ambient_authority())?;
+        let oci = ocidir::OciDir::ensure(&dir)?;
+        let mut manifest = ocidir::new_empty_manifest().build()?;
+        let mut config = ImageConfiguration::default();
+        for spec in layers {
+            let mut builder = oci.create_layer(None)?;
+            for f in &spec.files {
+                append_file(&mut builder, &f.path, &f.contents, f.mode)?;
+            }
+            if let Some((path, bytes)) = &spec.random_file {
+                append_file(&mut builder, path, &random_bytes(*bytes), 0o644)?;
+            }
+            let layer = builder.into_inner()?.complete()?;
+            oci.push_layer(&mut manifest, &mut config, layer, &spec.description, None);
+        }
+        oci.insert_manifest_and_config(manifest, config, Some(tag), Platform::default())?;
+        crate::make_world_readable(&self.oci_path)?;
+        self.describe(tag)
+    }
+
     /// Read back what the layout holds for `tag`.
     #[context("Describing image {tag}")]
     pub fn describe(&self, tag: &str) -> Result<BuiltImage> {
