@@ -183,8 +183,9 @@ pub struct StartArgs {
     /// Which OS backend to use.
     #[arg(long, value_enum, default_value_t)]
     pub backend: crate::os::BackendKind,
-    /// TEST ONLY, never on a node: treat the sysroot's default deployment as booted and read the boot id
-    /// from FILE (a test harness simulates reboots by rewriting it and restarting the daemon).
+    /// TEST ONLY, never on a node: read the boot id from FILE (a test harness simulates reboots by
+    /// rewriting it and restarting the daemon); with the ostree backend, also treat the sysroot's
+    /// default deployment as booted (with rpm-ostree, the test's rpm-ostreed plays the boots).
     #[arg(long, value_name = "FILE", help_heading = "Test-only options")]
     pub test_only_simulated_boot: Option<PathBuf>,
 }
