@@ -191,8 +191,9 @@ pub struct StartArgs {
     #[arg(long, value_name = "N", default_value_t = crate::os::DEFAULT_PULL_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub pull_concurrency: u16,
-    /// TEST ONLY, never on a node: treat the sysroot's default deployment as booted and read the boot id
-    /// from FILE (a test harness simulates reboots by rewriting it and restarting the daemon).
+    /// TEST ONLY, never on a node: read the boot id from FILE (a test harness simulates reboots by
+    /// rewriting it and restarting the daemon); with the ostree backend, also treat the sysroot's
+    /// default deployment as booted (with rpm-ostree, the test's rpm-ostreed plays the boots).
     #[arg(long, value_name = "FILE", help_heading = "Test-only options")]
     pub test_only_simulated_boot: Option<PathBuf>,
 }
