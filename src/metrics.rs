@@ -62,6 +62,9 @@ pub struct Metrics {
     /// none is running).
     pub image_pull_bytes_done: Gauge,
     pub image_pull_bytes_total: Gauge,
+    /// The same in layers.
+    pub image_pull_layers_done: Gauge,
+    pub image_pull_layers_total: Gauge,
     /// Unix seconds of the driver loop's last turn (for `/healthz`).
     heartbeat: AtomicI64,
     /// `cannot reach the API server at URL: cause` while the last request to it failed.
@@ -103,6 +106,8 @@ impl Metrics {
             updates_completed: Counter::default(),
             image_pull_bytes_done: Gauge::default(),
             image_pull_bytes_total: Gauge::default(),
+            image_pull_layers_done: Gauge::default(),
+            image_pull_layers_total: Gauge::default(),
             heartbeat: AtomicI64::new(0),
             api_problem: Mutex::new(None),
         };
@@ -170,6 +175,16 @@ impl Metrics {
             "mcd_image_pull_bytes_total",
             "compressed bytes of the OS image layers the pull in progress downloads (0: no pull)",
             m.image_pull_bytes_total.clone(),
+        );
+        m.registry.register(
+            "mcd_image_pull_layers_done",
+            "OS image layers the pull in progress has downloaded and imported",
+            m.image_pull_layers_done.clone(),
+        );
+        m.registry.register(
+            "mcd_image_pull_layers_total",
+            "OS image layers the pull in progress downloads (0: no pull)",
+            m.image_pull_layers_total.clone(),
         );
         m
     }
