@@ -83,6 +83,17 @@ fn rss_breakdown(pid: u32) -> String {
             *by_name.entry(current.clone()).or_default() += kib;
         }
     }
+    // File-backed resident memory by origin: the daemon's own binary, and every shared library.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let own: u64 = by_name.get(&exe).copied().unwrap_or(0);
+    let libs: Vec<u64> = by_name
+        .iter()
+        .filter(|(n, _)| n.contains(".so"))
+        .map(|(_, k)| *k)
+        .collect();
     let mut top: Vec<(String, u64)> = by_name.into_iter().collect();
     top.sort_by_key(|b| std::cmp::Reverse(b.1));
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -94,9 +105,12 @@ fn rss_breakdown(pid: u32) -> String {
             .sum()
     };
     format!(
-        "anonymous {:.1} MiB, file-backed {:.1} MiB (private {:.1} MiB, PSS {:.1} MiB); largest: {}",
+        "anonymous {:.1} MiB, file-backed {:.1} MiB (its binary {:.1} MiB, {} shared libraries {:.1} MiB; private {:.1} MiB, PSS {:.1} MiB); largest: {}",
         field("RssAnon:") as f64 / 1024.0,
         field("RssFile:") as f64 / 1024.0,
+        own as f64 / 1024.0,
+        libs.len(),
+        libs.iter().sum::<u64>() as f64 / 1024.0,
         sum(&["Private_Clean:", "Private_Dirty:"]) as f64 / 1024.0,
         sum(&["Pss:"]) as f64 / 1024.0,
         top.iter()

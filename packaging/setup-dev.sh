@@ -22,11 +22,13 @@ done
 # root; nothing is started), groff-base (renders the man pages), rpm (rpmspec parses the spec,
 # rpmbuild builds it, rpm --root installs it), dpkg-dev (dpkg-shlibdeps for the Debian package;
 # build-essential pulls it in too).
+# Benchmarks: podman (`make bench` compares our pulls with `podman pull`).
 packages=(
   build-essential pkg-config libglib2.0-dev libssl-dev libzstd-dev libostree-dev
   ostree skopeo util-linux docker-registry dbus-daemon dbus-bin e2fsprogs
   curl ca-certificates jq procps
   systemd groff-base rpm dpkg-dev
+  podman
 )
 if [ "$want_vm" = 1 ]; then
   # qemu-system-x86 replaces a newer qemu-utils if the image has one; we do not use qemu-img.

@@ -73,6 +73,9 @@ pub struct Metrics {
     pub health_gate: Family<GateLabels, Gauge<f64, AtomicU64>>,
     /// Rollbacks to the previous deployment after a failed health gate (counted when it booted).
     pub rollbacks: Counter,
+    /// The same in layers.
+    pub image_pull_layers_done: Gauge,
+    pub image_pull_layers_total: Gauge,
     /// Unix seconds of the driver loop's last turn (for `/healthz`).
     heartbeat: AtomicI64,
     /// `cannot reach the API server at URL: cause` while the last request to it failed.
@@ -116,6 +119,8 @@ impl Metrics {
             image_pull_bytes_total: Gauge::default(),
             health_gate: Family::default(),
             rollbacks: Counter::default(),
+            image_pull_layers_done: Gauge::default(),
+            image_pull_layers_total: Gauge::default(),
             heartbeat: AtomicI64::new(0),
             api_problem: Mutex::new(None),
         };
@@ -193,6 +198,16 @@ impl Metrics {
             "mcd_rollbacks",
             "rollbacks to the previous deployment after a failed health gate",
             m.rollbacks.clone(),
+        );
+        m.registry.register(
+            "mcd_image_pull_layers_done",
+            "OS image layers the pull in progress has downloaded and imported",
+            m.image_pull_layers_done.clone(),
+        );
+        m.registry.register(
+            "mcd_image_pull_layers_total",
+            "OS image layers the pull in progress downloads (0: no pull)",
+            m.image_pull_layers_total.clone(),
         );
         m
     }

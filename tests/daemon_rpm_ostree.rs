@@ -545,7 +545,7 @@ async fn extension_problems_degrade_with_one_sentence_and_stage_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unknown_extension_is_refused_before_anything_is_touched() {
+async fn an_unknown_extension_degrades_before_anything_is_touched() {
     let v1 = os_image('1');
     let mut lab = RpmLab::new(&rhcos_mc(
         "rendered-1",
@@ -570,15 +570,18 @@ async fn an_unknown_extension_is_refused_before_anything_is_touched() {
         Some(&ext),
     ));
     lab.set_desired("rendered-2", None);
-    lab.wait_for("Unreconcilable", Duration::from_secs(60), |lab| {
-        lab.annotation("state").as_deref() == Some("Unreconcilable")
+    // As the MCD (applyExtensions → ValidateMachineConfigExtensions): a failed update, Degraded
+    // with one sentence, never cordoned, nothing staged.
+    lab.wait_for("Degraded", Duration::from_secs(60), |lab| {
+        lab.annotation("state").as_deref() == Some("Degraded")
     })
     .await;
     let reason = lab.annotation("reason").unwrap();
     assert!(
-        reason.contains("unknown extension \"bitcoin-miner\""),
+        reason.starts_with("config rendered-2 cannot be applied, nothing was changed: spec.extensions[0]: unknown extension \"bitcoin-miner\""),
         "{reason}"
     );
+    assert!(!lab.unschedulable(), "never cordoned");
     let st = lab.rpm.state();
     assert!(st.staged().is_none());
     assert!(

@@ -39,6 +39,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Check that a node root holds what a MachineConfig says; list every mismatch.
     Validate(ValidateArgs),
+    /// Internal: the daemon's ostree helper process (one request on stdin, events on stdout).
+    #[command(name = "ostree-helper", hide = true)]
+    OstreeHelper,
 }
 
 impl Command {
@@ -51,6 +54,7 @@ impl Command {
             Command::FirstbootCompleteMachineconfig(_) => "firstboot-complete-machineconfig",
             Command::Apply(_) => "apply",
             Command::Validate(_) => "validate",
+            Command::OstreeHelper => crate::os::helper::SUBCOMMAND,
         }
     }
 }
@@ -204,8 +208,13 @@ pub struct StartArgs {
         value_parser = parse_positive_duration
     )]
     pub health_ready_timeout: std::time::Duration,
-    /// TEST ONLY, never on a node: treat the sysroot's default deployment as booted and read the boot id
-    /// from FILE (a test harness simulates reboots by rewriting it and restarting the daemon).
+    /// OS image layers fetched at once (ostree backend; 1 fetches them one after another).
+    #[arg(long, value_name = "N", default_value_t = crate::os::DEFAULT_PULL_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub pull_concurrency: u16,
+    /// TEST ONLY, never on a node: read the boot id from FILE (a test harness simulates reboots by
+    /// rewriting it and restarting the daemon); with the ostree backend, also treat the sysroot's
+    /// default deployment as booted (with rpm-ostree, the test's rpm-ostreed plays the boots).
     #[arg(long, value_name = "FILE", help_heading = "Test-only options")]
     pub test_only_simulated_boot: Option<PathBuf>,
 }
@@ -346,6 +355,18 @@ pub mod exit {
                     "The encapsulated config cannot be applied; nothing was written.",
                 ),
             ],
+            // Internal (hidden): the daemon reads its helper's answer from the events, not the status.
+            "ostree-helper" => vec![
+                (
+                    OK,
+                    "The request was served; its result (success or error) is the last event.",
+                ),
+                (
+                    FAILURE,
+                    "The helper could not run (no runtime, stdout closed).",
+                ),
+                (INVALID_INPUT, "Standard input did not hold a request line."),
+            ],
             _ => Vec::new(),
         }
     }
@@ -379,10 +400,13 @@ where
 {
     let cli = Cli::parse_from(args);
     match &cli.command {
-        Command::Start(_) | Command::FirstbootCompleteMachineconfig(_) => {
+        Command::Start(_) | Command::FirstbootCompleteMachineconfig(_) | Command::OstreeHelper => {
             crate::logging::init_service()
         }
         _ => crate::logging::init_cli(),
+    }
+    if let Command::OstreeHelper = cli.command {
+        return crate::os::helper::run_helper();
     }
     let result = match cli.command {
         Command::Start(args) => service::run_start(args),
@@ -391,6 +415,7 @@ where
         Command::Status(args) => run_status(&args),
         Command::Apply(args) => host::run_apply(&args),
         Command::Validate(args) => host::run_validate(&args),
+        Command::OstreeHelper => unreachable!("served above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -102,6 +102,7 @@ pub(super) fn run_start(args: StartArgs) -> Result<u8, CliError> {
         drain_timeout: args.drain_timeout,
         metrics_listen: args.metrics_listen,
         backend: args.backend,
+        pull_concurrency: args.pull_concurrency.into(),
         test_only_simulated_boot: args.test_only_simulated_boot,
         gate: crate::daemon::gate::GateOptions {
             check_timeout: args.health_check_timeout,

@@ -573,6 +573,18 @@ where
         for w in &plan.warnings {
             tracing::warn!(config = %to.config, "{w}");
         }
+        if !plan.reconcilable && plan.unreconcilable.iter().all(|u| u.update_error) {
+            // A failed update (Degraded, retried with backoff), as the MCD reports it; nothing touched.
+            anyhow::bail!(
+                "config {} cannot be applied, nothing was changed: {}",
+                to.config,
+                plan.unreconcilable
+                    .iter()
+                    .map(|u| format!("{}: {}", u.field, u.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
         if !plan.reconcilable {
             let reason = format!(
                 "can't reconcile config {} with {}: {}",

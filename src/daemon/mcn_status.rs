@@ -140,6 +140,8 @@ where
             g.record(p);
             metrics.image_pull_bytes_done.set(g.bytes_done() as i64);
             metrics.image_pull_bytes_total.set(g.bytes_total as i64);
+            metrics.image_pull_layers_done.set(g.layers_done() as i64);
+            metrics.image_pull_layers_total.set(g.layers_total as i64);
         })
     };
     if let Some(side) = side {
@@ -175,6 +177,8 @@ where
     };
     metrics.image_pull_bytes_done.set(0);
     metrics.image_pull_bytes_total.set(0);
+    metrics.image_pull_layers_done.set(0);
+    metrics.image_pull_layers_total.set(0);
     if let Some(side) = side {
         let change = match &result {
             Ok(prepared) => ConditionChange::new(
@@ -281,6 +285,7 @@ mod tests {
             total,
             layers_to_fetch: 2,
             bytes_to_fetch: 200_000_000,
+            ..Default::default()
         }
     }
 

@@ -17,7 +17,7 @@ use crate::cluster::{
 };
 use crate::host::Root;
 use crate::metrics::Metrics;
-use crate::os::{BackendKind, OstreeBackend, OstreeBackendOptions, select_backend};
+use crate::os::{BackendKind, HelperOptions, OstreeBackend, OstreeBackendOptions, select_backend};
 use crate::systemd::Systemd;
 
 /// Everything `start` needs.
@@ -31,6 +31,8 @@ pub struct StartOptions {
     pub drain_timeout: Duration,
     pub metrics_listen: SocketAddr,
     pub backend: BackendKind,
+    /// OS image layers fetched at once.
+    pub pull_concurrency: usize,
     /// Test-only: treat the sysroot's default deployment as booted and read the boot id from this file.
     pub test_only_simulated_boot: Option<PathBuf>,
     /// Deadlines of the health gate after a boot into a new deployment.
@@ -88,7 +90,12 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
     let credentials = credentials(&opts)?;
     let (client, endpoint) = connect_to(&credentials).await?;
 
-    let os_options = OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root);
+    // The ostree work runs in short-lived helper processes: the idle daemon never calls libostree.
+    let os_options = OstreeBackendOptions {
+        pull_concurrency: opts.pull_concurrency,
+        ..OstreeBackendOptions::sandbox(&opts.sysroot, &opts.root)
+    }
+    .in_helper(HelperOptions::this_executable().context("Finding our own executable")?);
     let (os, env) = match &opts.test_only_simulated_boot {
         // rpm-ostreed (a test double) plays the host's boots itself.
         Some(boot_id_file) if opts.backend == BackendKind::RpmOstree => (

@@ -2,8 +2,10 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Why an image could not be fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PullErrorKind {
     /// Connection refused, DNS, TLS or HTTP/HTTPS mismatch: worth retrying.
     Unreachable,
@@ -17,18 +19,38 @@ pub enum PullErrorKind {
     Corrupt,
     /// The image has no `ostree.bootable` / `containers.bootc` label: it is not an OS image.
     NotBootable,
+    /// The download stopped midway (connection reset, the stream ended early): worth retrying.
+    Interrupted,
+    /// The sysroot's filesystem is too small for the image: found before fetching (the disk
+    /// preflight) or when a write failed with ENOSPC / ostree's min-free-space.
+    NoSpace,
     /// Anything else (the detail says what).
     Other,
 }
 
 /// An image pull failed; `Display` is one sentence for a node annotation, `detail` has the tool's words.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub struct PullError {
     pub kind: PullErrorKind,
     pub image: String,
     pub detail: String,
     /// The whole error chain from ostree-ext and skopeo, for logs.
     pub chain: String,
+    /// How far a pull that failed midway had got (its layers were removed again).
+    #[serde(default)]
+    pub fetched: Option<PartialPull>,
+}
+
+/// What a failed pull had fetched before it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialPull {
+    /// Compressed bytes received (whole layers and the started parts of others).
+    pub bytes: u64,
+    /// Compressed bytes of the layers the pull had to fetch.
+    pub bytes_total: u64,
+    /// Layers completely imported.
+    pub layers: usize,
+    pub layers_total: usize,
 }
 
 impl fmt::Display for PullError {
@@ -47,9 +69,22 @@ impl fmt::Display for PullError {
             PullErrorKind::NotBootable => {
                 "it is not a bootable OS image (no ostree.bootable label)"
             }
+            PullErrorKind::NoSpace => "not enough disk space",
+            PullErrorKind::Interrupted => "the download was interrupted",
             PullErrorKind::Other => "the import failed",
         };
-        write!(f, "Cannot pull OS image {image}: {what} ({})", self.detail)
+        write!(f, "Cannot pull OS image {image}: {what} ({})", self.detail)?;
+        if let Some(p) = &self.fetched {
+            write!(
+                f,
+                "; {} of {} fetched ({} of {} layers) before it stopped, removed again",
+                super::preflight::human_bytes(p.bytes),
+                super::preflight::human_bytes(p.bytes_total),
+                p.layers,
+                p.layers_total
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -73,6 +108,12 @@ impl PullError {
         };
         let kind = if has(&["does not have ostree.bootable"]) {
             PullErrorKind::NotBootable
+        } else if has(&[
+            "no space left on device",
+            "would be exceeded",
+            "disk quota exceeded",
+        ]) {
+            PullErrorKind::NoSpace
         } else if has(&[
             "unauthorized",
             "authentication required",
@@ -101,10 +142,17 @@ impl PullError {
             "does not match",
             "invalid digest",
             "corrupt",
-            "unexpected eof",
             "invalid gzip",
         ]) {
             PullErrorKind::Corrupt
+        } else if has(&[
+            "unexpected eof",
+            "connection reset",
+            "broken pipe",
+            // Go's net/http when the connection closed before the response: `Get "…": EOF`.
+            "\": eof",
+        ]) {
+            PullErrorKind::Interrupted
         } else if has(&[
             "connection refused",
             "no such host",
@@ -131,7 +179,14 @@ impl PullError {
             image: image.to_string(),
             detail,
             chain: text,
+            fetched: None,
         }
+    }
+
+    /// The same error, saying how far the pull had got.
+    pub fn with_fetched(mut self, fetched: PartialPull) -> Self {
+        self.fetched = Some(fetched);
+        self
     }
 }
 
@@ -207,10 +262,42 @@ mod tests {
             image: "r/os:9".into(),
             detail: "manifest unknown".into(),
             chain: String::new(),
+            fetched: None,
         };
         assert_eq!(
             e.to_string(),
             "Cannot pull OS image r/os:9: the registry has no such image (manifest unknown)"
+        );
+    }
+
+    #[test]
+    fn out_of_space_midway_says_how_far_the_pull_got() {
+        let e = PullError::classify(
+            "r/os:9",
+            &anyhow::anyhow!("writing object: No space left on device").context("Layer sha256:ab"),
+        )
+        .with_fetched(PartialPull {
+            bytes: 12_000_000,
+            bytes_total: 40_000_000,
+            layers: 2,
+            layers_total: 5,
+        });
+        assert_eq!(e.kind, PullErrorKind::NoSpace);
+        assert_eq!(
+            e.to_string(),
+            "Cannot pull OS image r/os:9: not enough disk space (writing object: No space left on device); 12.0 MB of 40.0 MB fetched (2 of 5 layers) before it stopped, removed again"
+        );
+        assert_eq!(
+            classify("min-free-space-percent '3%' would be exceeded, at least 1.2 GB requested"),
+            PullErrorKind::NoSpace
+        );
+        assert_eq!(
+            classify("Get \"http://127.0.0.1:1/v2/os/blobs/sha256:ab\": EOF"),
+            PullErrorKind::Interrupted
+        );
+        assert_eq!(
+            classify("failed to invoke method FinishPipe: unexpected EOF"),
+            PullErrorKind::Interrupted
         );
     }
 }

@@ -10,9 +10,14 @@
 
 mod cli;
 mod error;
+mod fetch;
+pub mod helper;
+mod import;
 mod kargs;
+mod layer_stream;
 mod namespace;
 mod ostree_backend;
+mod preflight;
 mod pull;
 mod rollback;
 pub mod rpm_ostree;
@@ -31,7 +36,9 @@ pub use cli::{
     ApplyOsReport, NodeOsStatus, OutputFormat, StatusArgs, StatusDocument, StatusMetadata,
     StatusSpec, apply_os_change, render_status, run_status, status_document,
 };
-pub use error::{PullError, PullErrorKind};
+pub use error::{PartialPull, PullError, PullErrorKind};
+pub use helper::HelperOptions;
+pub use import::DEFAULT_PULL_CONCURRENCY;
 pub use kargs::user_kargs;
 pub use ostree_backend::{OstreeBackend, OstreeBackendOptions};
 pub use rpm_ostree::RpmOstreeBackend;
@@ -139,7 +146,7 @@ impl OsStatus {
 }
 
 /// What the next boot should run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsChange {
     /// The image (an `osImageURL` pull spec, or a full `ostree-…:` image reference). `None` keeps the base
     /// deployment's image, so only the kernel arguments change.
@@ -211,7 +218,7 @@ impl OsChange {
 }
 
 /// Result of [`OsBackend::stage`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StageOutcome {
     /// A new deployment will boot next (staged on a booted host, the new default in a sandbox).
     Staged(Deployment),
@@ -242,8 +249,8 @@ pub enum Prepared {
     Nothing,
 }
 
-/// Byte-level progress of one layer download.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Byte-level progress of one layer download, with the pull's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchProgress {
     pub image: String,
     /// Position in the manifest's layer list (0 = bottom).
@@ -254,6 +261,10 @@ pub struct FetchProgress {
     /// Layers and compressed bytes this pull downloads in all (layers already in the repo excluded).
     pub layers_to_fetch: usize,
     pub bytes_to_fetch: u64,
+    /// Compressed bytes fetched so far of all the layers this pull fetches (layers fetch in parallel).
+    pub bytes_done: u64,
+    /// Layers completely fetched and imported so far.
+    pub layers_done: usize,
 }
 
 /// Called with download progress (also emitted as `tracing` events).
@@ -289,7 +300,7 @@ pub struct CleanupReport {
 }
 
 /// Result of [`OsBackend::rollback`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RollbackOutcome {
     /// The deployment is now the default: the next boot runs it.
     Switched,

@@ -1,30 +1,36 @@
-//! The in-process backend: ostree-ext's `ImageImporter` pulls container images into the sysroot's repo,
-//! and the libostree sysroot API deploys (sandbox) or stages (booted host) them, with the origin
-//! `container-image-reference` that rpm-ostree and bootc also read.
+//! The ostree backend: ostree-ext's `ImageImporter` pulls container images into the sysroot's repo (the
+//! layers several at a time, [`super::fetch`]), and the libostree sysroot API deploys (sandbox) or
+//! stages (booted host) them, with the origin `container-image-reference` that rpm-ostree and bootc
+//! also read. The work runs in this process, or (the daemon) in a short-lived helper process
+//! ([`super::helper`]) so the idle daemon never calls libostree.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use fn_error_context::context;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
-use ostree_ext::container::store::{self, ImageImporter, LayeredImageState, PrepareResult};
+use ostree_ext::container::store;
 use ostree_ext::container::{OstreeImageReference, Transport};
 use ostree_ext::glib;
 use ostree_ext::ostree::{self, gio};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
-use super::error::PullError;
+use super::helper::protocol::{Operation, Outcome, Request};
+use super::helper::{self, HelperOptions};
+use super::import::{self, DEFAULT_PULL_CONCURRENCY, PullOptions, parse_image};
 use super::rollback::{Slot, prune_keep, rollback_order};
 use super::worker::run_on_ostree_thread;
 use super::{
-    CleanupReport, Deployment, FetchProgress, KernelType, OsBackend, OsChange, OsStatus,
-    PrefetchReport, ProgressFn, Role, StageOutcome, ostree_image_reference, pull, user_kargs,
+    CleanupReport, Deployment, KernelType, OsBackend, OsChange, OsStatus, PrefetchReport,
+    ProgressFn, Role, StageOutcome, user_kargs,
 };
 use super::{PruneReport, RoleIndices, RollbackOutcome, role_indices};
 
 /// Where the backend works.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OstreeBackendOptions {
     /// The sysroot: `/` on a host, a directory for a sandbox.
     pub sysroot: PathBuf,
@@ -32,6 +38,10 @@ pub struct OstreeBackendOptions {
     pub node_root: PathBuf,
     /// Stateroot for a sysroot with nothing deployed yet; otherwise the booted (or default) deployment's is used.
     pub stateroot: String,
+    /// Image layers fetched at once (1: one after another).
+    pub pull_concurrency: usize,
+    /// Run each operation in a helper process (the daemon does); `None`: in this process.
+    pub helper: Option<HelperOptions>,
 }
 
 impl Default for OstreeBackendOptions {
@@ -40,6 +50,8 @@ impl Default for OstreeBackendOptions {
             sysroot: "/".into(),
             node_root: "/".into(),
             stateroot: "default".into(),
+            pull_concurrency: DEFAULT_PULL_CONCURRENCY,
+            helper: None,
         }
     }
 }
@@ -54,6 +66,12 @@ impl OstreeBackendOptions {
         }
     }
 
+    /// The same, with the ostree work in a helper process.
+    pub fn in_helper(mut self, helper: HelperOptions) -> Self {
+        self.helper = Some(helper);
+        self
+    }
+
     /// A real booted host: writes need a private mount namespace with `/sysroot` remounted read-write.
     fn is_booted_host(&self) -> bool {
         self.sysroot == Path::new("/") && Path::new("/run/ostree-booted").exists()
@@ -61,8 +79,8 @@ impl OstreeBackendOptions {
 }
 
 /// Identifies one deployment across sysroot reloads.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct DeploymentKey {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeploymentKey {
     stateroot: String,
     checksum: String,
     serial: i32,
@@ -75,7 +93,7 @@ impl std::fmt::Display for DeploymentKey {
 }
 
 /// Which deployment a simulated boot booted (test only).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SimulatedBoot {
     boot_id: String,
     deployment: Option<DeploymentKey>,
@@ -91,12 +109,14 @@ impl DeploymentKey {
     }
 }
 
-/// In-process ostree-ext backend. Cheap to clone.
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct OstreeBackend {
     options: Arc<OstreeBackendOptions>,
     /// Test only: the deployment treated as booted (see [`Self::test_only_treat_default_deployment_as_booted`]).
     simulated_booted: Option<Arc<DeploymentKey>>,
+    /// With a helper: the last status and the sysroot state it was read in (see [`StatusStamp`]).
+    status_cache: Arc<Mutex<Option<(StatusStamp, OsStatus)>>>,
 }
 
 impl OstreeBackend {
@@ -104,6 +124,18 @@ impl OstreeBackend {
         Self {
             options: Arc::new(options),
             simulated_booted: None,
+            status_cache: Arc::default(),
+        }
+    }
+
+    /// The deployments of the sysroot `options` names, in order.
+    async fn deployment_keys(options: &OstreeBackendOptions) -> Result<Vec<DeploymentKey>> {
+        match Self::new(options.clone())
+            .run(Operation::Deployments, None)
+            .await?
+        {
+            Outcome::Deployments(keys) => Ok(keys),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -114,19 +146,14 @@ impl OstreeBackend {
     pub async fn test_only_treat_default_deployment_as_booted(
         options: OstreeBackendOptions,
     ) -> Result<Self> {
-        let sysroot_path = options.sysroot.clone();
-        let key = run_on_ostree_thread("ostree-status", false, move || async move {
-            let sysroot = load_sysroot(&sysroot_path, false)?;
-            Ok(sysroot.deployments().first().map(DeploymentKey::of))
-        })
-        .await?;
+        let key = Self::deployment_keys(&options).await?.into_iter().next();
         tracing::warn!(
             deployment = %key.as_ref().map(DeploymentKey::to_string).unwrap_or_default(),
             "TEST ONLY: treating the sandbox's default deployment as booted"
         );
         Ok(Self {
-            options: Arc::new(options),
             simulated_booted: key.map(Arc::new),
+            ..Self::new(options)
         })
     }
 
@@ -149,16 +176,11 @@ impl OstreeBackend {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|r: &SimulatedBoot| r.boot_id == boot_id);
-        let sysroot_path = options.sysroot.clone();
-        let key = run_on_ostree_thread("ostree-status", false, move || async move {
-            let sysroot = load_sysroot(&sysroot_path, false)?;
-            let deployments = sysroot.deployments();
-            let still_there = recorded
-                .and_then(|r| r.deployment)
-                .filter(|k| deployments.iter().any(|d| DeploymentKey::of(d) == *k));
-            Ok(still_there.or_else(|| deployments.first().map(DeploymentKey::of)))
-        })
-        .await?;
+        let deployments = Self::deployment_keys(&options).await?;
+        let still_there = recorded
+            .and_then(|r| r.deployment)
+            .filter(|k| deployments.contains(k));
+        let key = still_there.or_else(|| deployments.into_iter().next());
         let record = SimulatedBoot {
             boot_id,
             deployment: key.clone(),
@@ -170,8 +192,8 @@ impl OstreeBackend {
             "TEST ONLY: simulated boot, treating this deployment of the sandbox as booted"
         );
         Ok(Self {
-            options: Arc::new(options),
             simulated_booted: key.map(Arc::new),
+            ..Self::new(options)
         })
     }
 
@@ -179,8 +201,70 @@ impl OstreeBackend {
         &self.options
     }
 
-    fn writes_need_namespace(&self) -> bool {
-        self.options.is_booted_host()
+    /// Run `operation` here or in a helper process.
+    async fn run(&self, operation: Operation, progress: Option<ProgressFn>) -> Result<Outcome> {
+        match &self.options.helper {
+            Some(helper_options) => {
+                let request = Request {
+                    options: OstreeBackendOptions {
+                        helper: None,
+                        ..(*self.options).clone()
+                    },
+                    simulated: self.simulated_booted.as_deref().cloned(),
+                    operation,
+                };
+                helper::call(helper_options, &request, progress.as_ref()).await
+            }
+            None => {
+                let (_never, cancel) = watch::channel(false);
+                let ctx = ExecContext {
+                    progress,
+                    heartbeat: None,
+                    cancel,
+                };
+                execute(
+                    self.options.clone(),
+                    self.simulated_booted.clone(),
+                    operation,
+                    ctx,
+                )
+                .await
+            }
+        }
+    }
+
+    fn forget_status(&self) {
+        *self.status_cache.lock().unwrap() = None;
+    }
+}
+
+fn unexpected(outcome: Outcome) -> anyhow::Error {
+    anyhow!("The ostree helper answered with the wrong kind of result: {outcome:?}")
+}
+
+/// What a cached status depends on: libostree bumps the mtime of `ostree/deploy` whenever it writes
+/// the deployment list (`_ostree_sysroot_bump_mtime`, which `ostree_sysroot_load_if_changed` checks),
+/// and a staged deployment is recorded in `/run/ostree/staged-deployment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatusStamp {
+    deploy_dir: Option<(i64, i64, u64)>,
+    staged: Option<(i64, i64, u64)>,
+}
+
+impl StatusStamp {
+    fn read(options: &OstreeBackendOptions) -> Self {
+        let stamp = |p: &Path| {
+            std::fs::metadata(p).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.mtime(), m.mtime_nsec(), m.ino())
+            })
+        };
+        Self {
+            deploy_dir: stamp(&options.sysroot.join("ostree/deploy")),
+            staged: (options.sysroot == Path::new("/"))
+                .then(|| stamp(Path::new("/run/ostree/staged-deployment")))
+                .flatten(),
+        }
     }
 }
 
@@ -190,141 +274,251 @@ impl OsBackend for OstreeBackend {
     }
 
     async fn status(&self) -> Result<OsStatus> {
-        let options = self.options.clone();
-        let simulated = self.simulated_booted.clone();
-        run_on_ostree_thread("ostree-status", false, move || async move {
-            let sysroot = load_sysroot(&options.sysroot, false)?;
-            let view = SysrootView::new(&sysroot, simulated.as_deref());
-            view.status(&sysroot.repo())
-        })
-        .await
+        // Starting a helper for every status would cost tens of ms each time; the status only changes
+        // when the deployments do.
+        let cached = self.options.helper.is_some();
+        let stamp = StatusStamp::read(&self.options);
+        if cached {
+            if let Some((s, status)) = self.status_cache.lock().unwrap().as_ref() {
+                if *s == stamp {
+                    return Ok(status.clone());
+                }
+            }
+        }
+        let status = match self.run(Operation::Status, None).await? {
+            Outcome::Status(s) => s,
+            other => return Err(unexpected(other)),
+        };
+        if cached {
+            *self.status_cache.lock().unwrap() = Some((stamp, status.clone()));
+        }
+        Ok(status)
     }
 
     async fn prefetch(&self, image: &str, progress: Option<ProgressFn>) -> Result<PrefetchReport> {
-        let options = self.options.clone();
-        let image = image.to_string();
-        let ns = self.writes_need_namespace();
-        run_on_ostree_thread("ostree-prefetch", ns, move || async move {
-            let sysroot = load_sysroot(&options.sysroot, ns)?;
-            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
-            let (report, _) =
-                import_image(&sysroot.repo(), &image, &options.node_root, progress).await?;
-            Ok(report)
-        })
-        .await
+        let operation = Operation::Prefetch {
+            image: image.to_string(),
+        };
+        match self.run(operation, progress).await? {
+            Outcome::Prefetch(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn stage(&self, change: &OsChange) -> Result<StageOutcome> {
         refuse_package_changes(change)?;
-        let options = self.options.clone();
-        let simulated = self.simulated_booted.clone();
-        let change = change.clone();
-        let ns = self.writes_need_namespace();
-        run_on_ostree_thread("ostree-stage", ns, move || async move {
-            let sysroot = load_sysroot(&options.sysroot, ns)?;
-            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
-            stage_locked(&sysroot, &options, simulated.as_deref(), &change).await
-        })
-        .await
+        let operation = Operation::Stage {
+            change: change.clone(),
+        };
+        let outcome = self.run(operation, None).await;
+        self.forget_status();
+        match outcome? {
+            Outcome::Stage(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn cleanup(&self) -> Result<CleanupReport> {
-        let options = self.options.clone();
-        let ns = self.writes_need_namespace();
-        run_on_ostree_thread("ostree-cleanup", ns, move || async move {
-            let sysroot = load_sysroot(&options.sysroot, ns)?;
-            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
-            let locked = ostree_ext::sysroot::SysrootLock::from_assumed_locked(&sysroot);
-            let pruned = ostree_ext::container::deploy::prune(&locked)
-                .context("Pruning unreferenced images")?;
-            sysroot
-                .cleanup(gio::Cancellable::NONE)
-                .context("Cleaning up the sysroot")?;
-            let report = CleanupReport {
-                images_removed: pruned.n_images,
-                layers_removed: pruned.n_layers,
-                objects_removed: pruned.n_objects_pruned,
-                bytes_freed: pruned.objsize,
-            };
-            tracing::info!(
-                images_removed = report.images_removed,
-                layers_removed = report.layers_removed,
-                objects_removed = report.objects_removed,
-                bytes_freed = report.bytes_freed,
-                "cleaned up images and deployments"
-            );
-            Ok(report)
-        })
-        .await
+        let outcome = self.run(Operation::Cleanup, None).await;
+        self.forget_status();
+        match outcome? {
+            Outcome::Cleanup(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The deployment list reordered (super::rollback::rollback_order) and written with
     /// `ostree_sysroot_write_deployments`, as `ostree admin set-default` does.
     async fn rollback(&self, to: &Deployment) -> Result<RollbackOutcome> {
-        let options = self.options.clone();
-        let simulated = self.simulated_booted.clone();
-        let to = to.clone();
-        let ns = self.writes_need_namespace();
-        run_on_ostree_thread("ostree-rollback", ns, move || async move {
-            let sysroot = load_sysroot(&options.sysroot, ns)?;
-            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
-            let view = SysrootView::new(&sysroot, simulated.as_deref());
-            let Some(at) = view.deployments.iter().position(|d| {
-                d.osname() == to.stateroot.as_str()
-                    && d.csum() == to.checksum.as_str()
-                    && d.deployserial() == to.serial
-            }) else {
-                bail!(
-                    "Cannot roll back to deployment {}: it is not in the sysroot any more",
-                    to.id()
-                );
-            };
-            let Some(order) = rollback_order(&view.slots(), at) else {
-                return Ok(RollbackOutcome::AlreadyDefault);
-            };
-            let list: Vec<ostree::Deployment> =
-                order.iter().map(|i| view.deployments[*i].clone()).collect();
-            sysroot
-                .write_deployments(&list, gio::Cancellable::NONE)
-                .with_context(|| format!("Making deployment {} the default", to.id()))?;
-            tracing::info!(deployment = %to.id(), image = to.image.as_deref().unwrap_or("-"), "the previous deployment is the default for the next boot");
-            Ok(RollbackOutcome::Switched)
-        })
-        .await
+        let outcome = self.run(Operation::Rollback { to: to.clone() }, None).await;
+        self.forget_status();
+        match outcome? {
+            Outcome::Rollback(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn prune(&self) -> Result<PruneReport> {
-        let options = self.options.clone();
-        let simulated = self.simulated_booted.clone();
-        let ns = self.writes_need_namespace();
-        let removed = run_on_ostree_thread("ostree-prune", ns, move || async move {
-            let sysroot = load_sysroot(&options.sysroot, ns)?;
-            let _lock = SysrootWriteLock::acquire(&sysroot).await?;
-            let view = SysrootView::new(&sysroot, simulated.as_deref());
-            let Some(keep) = prune_keep(&view.slots()) else {
-                return Ok(Vec::new());
-            };
-            let removed: Vec<String> = (0..view.deployments.len())
-                .filter(|i| !keep.contains(i))
-                .map(|i| DeploymentKey::of(&view.deployments[i]).to_string())
-                .collect();
-            let list: Vec<ostree::Deployment> =
-                keep.iter().map(|i| view.deployments[*i].clone()).collect();
-            sysroot
-                .write_deployments(&list, gio::Cancellable::NONE)
-                .context("Removing deployments older than the rollback")?;
-            tracing::info!(removed = %removed.join(" "), "removed deployments older than the rollback");
-            Ok(removed)
-        })
-        .await?;
+        let outcome = self.run(Operation::PruneDeployments, None).await;
+        self.forget_status();
+        let deployments_removed = match outcome? {
+            Outcome::PruneDeployments(removed) => removed,
+            other => return Err(unexpected(other)),
+        };
         Ok(PruneReport {
-            deployments_removed: removed,
+            deployments_removed,
             cleanup: self.cleanup().await?,
         })
     }
 }
 
-/// kernelType and extensions mean layering RPMs onto the image: only rpm-ostree can do that.
+/// What an operation reports to, and what stops it.
+pub(crate) struct ExecContext {
+    pub progress: Option<ProgressFn>,
+    /// Called every [`helper::HEARTBEAT_EVERY`] from the thread doing the ostree work (in a helper).
+    pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Becomes true to stop a pull.
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// Run one operation with libostree in this process, on a thread of its own.
+pub(crate) async fn execute(
+    options: Arc<OstreeBackendOptions>,
+    simulated: Option<Arc<DeploymentKey>>,
+    operation: Operation,
+    ctx: ExecContext,
+) -> Result<Outcome> {
+    let ns = options.is_booted_host();
+    let ExecContext {
+        progress,
+        heartbeat,
+        cancel,
+    } = ctx;
+    let (name, writes) = match &operation {
+        Operation::Status => ("ostree-status", false),
+        Operation::Deployments => ("ostree-status", false),
+        Operation::Prefetch { .. } => ("ostree-prefetch", true),
+        Operation::Stage { .. } => ("ostree-stage", true),
+        Operation::Cleanup => ("ostree-cleanup", true),
+        Operation::Rollback { .. } => ("ostree-rollback", true),
+        Operation::PruneDeployments => ("ostree-prune", true),
+    };
+    run_on_ostree_thread(name, writes && ns, move || async move {
+        if let Some(beat) = heartbeat {
+            tokio::spawn(async move {
+                loop {
+                    beat();
+                    tokio::time::sleep(helper::HEARTBEAT_EVERY).await;
+                }
+            });
+        }
+        let sysroot = load_sysroot(&options.sysroot, writes && ns)?;
+        let _lock = match writes {
+            true => Some(SysrootWriteLock::acquire(&sysroot).await?),
+            false => None,
+        };
+        match operation {
+            Operation::Status => {
+                let view = SysrootView::new(&sysroot, simulated.as_deref());
+                Ok(Outcome::Status(view.status(&sysroot.repo())?))
+            }
+            Operation::Deployments => Ok(Outcome::Deployments(
+                sysroot
+                    .deployments()
+                    .iter()
+                    .map(DeploymentKey::of)
+                    .collect(),
+            )),
+            Operation::Prefetch { image } => {
+                let pull = PullOptions {
+                    concurrency: options.pull_concurrency,
+                    cancel,
+                };
+                let (report, _) = import::import_image(
+                    &sysroot.repo(),
+                    &repo_path(&options),
+                    &image,
+                    &options.node_root,
+                    &pull,
+                    progress,
+                )
+                .await?;
+                Ok(Outcome::Prefetch(report))
+            }
+            Operation::Stage { change } => Ok(Outcome::Stage(
+                stage_locked(&sysroot, &options, simulated.as_deref(), &change).await?,
+            )),
+            Operation::Cleanup => Ok(Outcome::Cleanup(cleanup_locked(&sysroot)?)),
+            Operation::Rollback { to } => Ok(Outcome::Rollback(rollback_locked(
+                &sysroot,
+                simulated.as_deref(),
+                &to,
+            )?)),
+            Operation::PruneDeployments => Ok(Outcome::PruneDeployments(prune_locked(
+                &sysroot,
+                simulated.as_deref(),
+            )?)),
+        }
+    })
+    .await
+}
+
+fn rollback_locked(
+    sysroot: &ostree::Sysroot,
+    simulated: Option<&DeploymentKey>,
+    to: &Deployment,
+) -> Result<RollbackOutcome> {
+    let view = SysrootView::new(sysroot, simulated);
+    let Some(at) = view.deployments.iter().position(|d| {
+        d.osname() == to.stateroot.as_str()
+            && d.csum() == to.checksum.as_str()
+            && d.deployserial() == to.serial
+    }) else {
+        bail!(
+            "Cannot roll back to deployment {}: it is not in the sysroot any more",
+            to.id()
+        );
+    };
+    let Some(order) = rollback_order(&view.slots(), at) else {
+        return Ok(RollbackOutcome::AlreadyDefault);
+    };
+    let list: Vec<ostree::Deployment> =
+        order.iter().map(|i| view.deployments[*i].clone()).collect();
+    sysroot
+        .write_deployments(&list, gio::Cancellable::NONE)
+        .with_context(|| format!("Making deployment {} the default", to.id()))?;
+    tracing::info!(deployment = %to.id(), image = to.image.as_deref().unwrap_or("-"), "the previous deployment is the default for the next boot");
+    Ok(RollbackOutcome::Switched)
+}
+
+fn prune_locked(
+    sysroot: &ostree::Sysroot,
+    simulated: Option<&DeploymentKey>,
+) -> Result<Vec<String>> {
+    let view = SysrootView::new(sysroot, simulated);
+    let Some(keep) = prune_keep(&view.slots()) else {
+        return Ok(Vec::new());
+    };
+    let removed: Vec<String> = (0..view.deployments.len())
+        .filter(|i| !keep.contains(i))
+        .map(|i| DeploymentKey::of(&view.deployments[i]).to_string())
+        .collect();
+    let list: Vec<ostree::Deployment> = keep.iter().map(|i| view.deployments[*i].clone()).collect();
+    sysroot
+        .write_deployments(&list, gio::Cancellable::NONE)
+        .context("Removing deployments older than the rollback")?;
+    tracing::info!(removed = %removed.join(" "), "removed deployments older than the rollback");
+    Ok(removed)
+}
+
+/// The sysroot's repo by path (what the preflight reports and each layer worker opens).
+fn repo_path(options: &OstreeBackendOptions) -> PathBuf {
+    options.sysroot.join("ostree/repo")
+}
+
+fn cleanup_locked(sysroot: &ostree::Sysroot) -> Result<CleanupReport> {
+    let locked = ostree_ext::sysroot::SysrootLock::from_assumed_locked(sysroot);
+    let pruned =
+        ostree_ext::container::deploy::prune(&locked).context("Pruning unreferenced images")?;
+    sysroot
+        .cleanup(gio::Cancellable::NONE)
+        .context("Cleaning up the sysroot")?;
+    let report = CleanupReport {
+        images_removed: pruned.n_images,
+        layers_removed: pruned.n_layers,
+        objects_removed: pruned.n_objects_pruned,
+        bytes_freed: pruned.objsize,
+    };
+    tracing::info!(
+        images_removed = report.images_removed,
+        layers_removed = report.layers_removed,
+        objects_removed = report.objects_removed,
+        bytes_freed = report.bytes_freed,
+        "cleaned up images and deployments"
+    );
+    Ok(report)
+}
+
 fn refuse_package_changes(change: &OsChange) -> Result<()> {
     if let Some(kt) = change.kernel_type.filter(|k| *k != KernelType::Default) {
         bail!(
@@ -506,141 +700,6 @@ fn pull_spec(r: &OstreeImageReference) -> String {
     }
 }
 
-fn parse_image(image: &str) -> Result<OstreeImageReference> {
-    let full = ostree_image_reference(image);
-    OstreeImageReference::try_from(full.as_str())
-        .with_context(|| format!("Invalid OS image reference {image:?}"))
-}
-
-/// Pull every missing layer of `image` into `repo` (ostree-ext `ImageImporter`), reporting byte progress.
-async fn import_image(
-    repo: &ostree::Repo,
-    image: &str,
-    node_root: &Path,
-    progress: Option<ProgressFn>,
-) -> Result<(PrefetchReport, Box<LayeredImageState>)> {
-    let imgref = parse_image(image)?;
-    let as_pull_error = |e: anyhow::Error| anyhow::Error::new(PullError::classify(image, &e));
-    let config = pull::proxy_config(node_root, &imgref.imgref)?;
-    let started = std::time::Instant::now();
-    let mut importer = ImageImporter::new(repo, &imgref, config)
-        .await
-        .map_err(as_pull_error)?;
-    importer.require_bootable();
-    let mut byte_progress = importer.request_layer_progress();
-    let prep = match importer.prepare().await.map_err(as_pull_error)? {
-        PrepareResult::AlreadyPresent(state) => {
-            let report = PrefetchReport {
-                image: image.to_string(),
-                image_digest: state.manifest_digest.to_string(),
-                version: state.version().map(str::to_string),
-                already_present: true,
-                layers_total: state.manifest.layers().len(),
-                layers_fetched: 0,
-                layers_present: state.manifest.layers().len(),
-                bytes_fetched: 0,
-                bytes_total: state.manifest.layers().iter().map(|l| l.size()).sum(),
-            };
-            tracing::info!(image, digest = %report.image_digest, "image already in the repo");
-            return Ok((report, state));
-        }
-        PrepareResult::Ready(prep) => prep,
-    };
-    let layer_digests: Vec<String> = prep
-        .manifest
-        .layers()
-        .iter()
-        .map(|l| l.digest().to_string())
-        .collect();
-    let (mut layers_fetched, mut layers_present, mut bytes_fetched, mut bytes_total) =
-        (0, 0, 0u64, 0u64);
-    for layer in prep.all_layers() {
-        let size = layer.layer().size();
-        bytes_total += size;
-        if layer.commit.is_some() {
-            layers_present += 1;
-        } else {
-            layers_fetched += 1;
-            bytes_fetched += size;
-        }
-    }
-    tracing::info!(
-        image,
-        digest = %prep.manifest_digest,
-        layers_fetched,
-        layers_present,
-        bytes_to_fetch = bytes_fetched,
-        "fetching OS image layers"
-    );
-
-    // ostree-ext writes each layer's ref as soon as that layer is imported, even when skopeo reports
-    // afterwards that the blob did not match its digest; a retry would then trust that layer. So a
-    // failed import forgets every layer it was fetching.
-    let fetching_refs: Vec<String> = prep
-        .all_layers()
-        .filter(|l| l.commit.is_none())
-        .map(|l| l.ostree_ref.clone())
-        .collect();
-    let import = importer.import(prep);
-    tokio::pin!(import);
-    let imported: Result<Box<LayeredImageState>> = async { Ok(loop {
-        tokio::select! {
-            result = &mut import => break result?,
-            changed = byte_progress.changed() => {
-                if changed.is_err() {
-                    // The importer dropped its end: it is finishing.
-                    break (&mut import).await?;
-                }
-                let update = byte_progress.borrow_and_update().as_ref().map(|p| FetchProgress {
-                    image: image.to_string(),
-                    layer_index: p.layer_index,
-                    layer_digest: layer_digests.get(p.layer_index).cloned().unwrap_or_default(),
-                    // ostree-ext's read counter can end a byte past the blob size; never report more than the layer.
-                    fetched: p.fetched.min(p.total),
-                    total: p.total,
-                    layers_to_fetch: layers_fetched,
-                    bytes_to_fetch: bytes_fetched,
-                });
-                if let Some(p) = update {
-                    if p.fetched >= p.total {
-                        tracing::info!(image, layer = %p.layer_digest, bytes = p.total, "layer fetched");
-                    } else {
-                        tracing::debug!(image, layer = %p.layer_digest, fetched = p.fetched, total = p.total, "fetching layer");
-                    }
-                    if let Some(cb) = &progress {
-                        cb(&p);
-                    }
-                }
-            }
-        }
-    }) }
-    .await;
-    let state = match imported {
-        Ok(state) => state,
-        Err(e) => {
-            for r in &fetching_refs {
-                if let Err(err) = repo.set_ref_immediate(None, r, None, gio::Cancellable::NONE) {
-                    tracing::warn!(layer_ref = %r, error = %err, "could not drop a partially imported layer");
-                }
-            }
-            return Err(as_pull_error(e));
-        }
-    };
-    let report = PrefetchReport {
-        image: image.to_string(),
-        image_digest: state.manifest_digest.to_string(),
-        version: state.version().map(str::to_string),
-        already_present: false,
-        layers_total: layer_digests.len(),
-        layers_fetched,
-        layers_present,
-        bytes_fetched,
-        bytes_total,
-    };
-    tracing::info!(image, digest = %report.image_digest, bytes_fetched, elapsed_ms = started.elapsed().as_millis() as u64, "OS image imported");
-    Ok((report, state))
-}
-
 /// What a stage would deploy.
 struct Target {
     commit: String,
@@ -688,9 +747,17 @@ async fn stage_locked(
                 Some(state) => state,
                 None => {
                     tracing::info!(image, "image not prefetched; pulling it now");
-                    import_image(&repo, image, &options.node_root, None)
-                        .await?
-                        .1
+                    let pull = PullOptions::uncancellable(options.pull_concurrency);
+                    import::import_image(
+                        &repo,
+                        &repo_path(options),
+                        image,
+                        &options.node_root,
+                        &pull,
+                        None,
+                    )
+                    .await?
+                    .1
                 }
             };
             let origin = glib::KeyFile::new();

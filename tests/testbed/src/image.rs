@@ -112,14 +112,14 @@ impl LayerSpec {
 }
 
 /// A blob as the registry serves it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlobInfo {
     pub digest: String,
     pub size: u64,
 }
 
 /// An image in the lab's OCI layout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BuiltImage {
     pub tag: String,
     /// `sha256:…` of the manifest: what `image@digest` references and deployments record.
@@ -147,8 +147,8 @@ impl BuiltImage {
 pub struct ImageLab {
     _temp: Option<tempfile::TempDir>,
     repo_path: PathBuf,
-    oci_path: PathBuf,
-    work: PathBuf,
+    pub(crate) oci_path: PathBuf,
+    pub(crate) work: PathBuf,
 }
 
 impl ImageLab {
@@ -409,7 +409,7 @@ pub fn random_bytes(n: u64) -> Vec<u8> {
 
 /// The smallest tree ostree will deploy and boot: `/usr` with os-release, a kernel and initramfs under
 /// `usr/lib/modules/<kver>/`, `/etc` defaults in `usr/etc`, and the top-level dirs and symlinks.
-fn write_rootfs(root: &Path, spec: &BaseSpec) -> Result<()> {
+pub(crate) fn write_rootfs(root: &Path, spec: &BaseSpec) -> Result<()> {
     let mkdir =
         |p: &str| std::fs::create_dir_all(root.join(p)).with_context(|| format!("Creating {p}"));
     let write = |p: &str, data: &[u8], mode: u32| -> Result<()> {

@@ -4,10 +4,12 @@
 //!
 //! Needs root and the packages from `packaging/setup-dev.sh` (ostree, skopeo, docker-registry).
 
+pub mod chunked;
 mod cmd;
 pub mod dbus;
 pub mod figures;
 pub mod image;
+pub mod link;
 pub mod registry;
 pub mod rpm_ostreed;
 pub mod sweep;
@@ -19,8 +21,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+pub use chunked::{ChunkedImages, ChunkedSpec};
 pub use dbus::PrivateBus;
 pub use image::{BaseSpec, BlobInfo, BuiltImage, FileSpec, ImageLab, LayerSpec};
+pub use link::{Link, LinkModel};
 pub use registry::{AccessLogEntry, Credentials, LogMark, Registry};
 pub use sysroot::{SandboxSysroot, SysrootSnapshot};
 

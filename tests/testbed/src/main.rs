@@ -320,7 +320,9 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", s.path().display());
         }
         Command::BenchReport { dir } => {
-            let expected = ["P1", "P2", "P3", "P3r", "P4", "P5", "P6", "P7", "P8"];
+            let expected = [
+                "P1", "P2", "P3", "P3r", "P4", "P5", "P6", "P7", "P8", "P9a", "P9b", "P9c",
+            ];
             let (table, all_pass) = testbed::figures::report(&dir, &expected)?;
             print!("{table}");
             println!("report: {}", dir.join("report.json").display());

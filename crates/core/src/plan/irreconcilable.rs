@@ -109,14 +109,32 @@ fn valid_path(p: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '[' | ']'))
 }
 
+/// `v` with every object's keys in sorted order, so a rendered value does not depend on whether
+/// serde_json keeps insertion order (its `preserve_order` feature, which another crate may enable).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// `- old` / `+ new` lines, as `jd` renders a difference (a side that is absent has no line).
 fn entry(path: &str, old: &Value, new: &Value) -> IrreconcilableChange {
     let mut diff = String::new();
     if !old.is_null() {
-        diff.push_str(&format!("- {old}\n"));
+        diff.push_str(&format!("- {}\n", sorted(old)));
     }
     if !new.is_null() {
-        diff.push_str(&format!("+ {new}\n"));
+        diff.push_str(&format!("+ {}\n", sorted(new)));
     }
     if diff.len() > MAX_DIFF {
         let mut cut = MAX_DIFF - "…\n".len();

@@ -7,17 +7,25 @@ use crate::config::paths::FORCEFILE;
 use crate::config::policy::StorageOverride;
 use crate::config::{KernelType, MachineConfig, extensions};
 
-/// One unreconcilable difference.
+/// One difference the node cannot apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Unreconcilable {
     pub field: String,
     pub reason: String,
+    /// Not a change a running node refuses but a config it cannot apply at all (an extension it does
+    /// not know): the MCD rejects it while applying the OS changes (`pkg/daemon/update.go`
+    /// `applyExtensions` → `ValidateMachineConfigExtensions`), so the node reports a failed update
+    /// (`Degraded`, retried) rather than `Unreconcilable`. Nothing is touched either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update_error: bool,
 }
 
 fn finding(field: &str, reason: impl Into<String>) -> Unreconcilable {
     Unreconcilable {
         field: field.to_string(),
         reason: reason.into(),
+        update_error: false,
     }
 }
 
@@ -133,13 +141,16 @@ pub fn check(
     }
     for (i, e) in new.extensions.iter().enumerate() {
         if extensions::packages(e).is_none() {
-            out.push(finding(
-                &format!("spec.extensions[{i}]"),
-                format!(
-                    "unknown extension {e:?} (supported: {})",
-                    extensions::supported_names()
-                ),
-            ));
+            out.push(Unreconcilable {
+                update_error: true,
+                ..finding(
+                    &format!("spec.extensions[{i}]"),
+                    format!(
+                        "unknown extension {e:?} (supported: {})",
+                        extensions::supported_names()
+                    ),
+                )
+            });
         }
     }
     if new.kernel_type == KernelType::SixtyFourKPages && arch != "aarch64" {
