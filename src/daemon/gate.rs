@@ -141,11 +141,16 @@ async fn wait_ready(
     }
 }
 
+/// Where the checks are found: the booted image's `/usr` and the node's `/etc`.
+struct CheckRoots {
+    image: PathBuf,
+    node: PathBuf,
+}
+
 /// Run the checks and wait for Ready at the same time; a required failure or the deadline ends it at
 /// once. `None` when stopped.
 async fn examine(
-    image_root: PathBuf,
-    node_root: PathBuf,
+    roots: CheckRoots,
     nodes: watch::Receiver<Option<Node>>,
     boot_time: i64,
     started_at: u64,
@@ -153,7 +158,7 @@ async fn examine(
     mut stop: watch::Receiver<bool>,
     warn: impl Fn(&CheckResult),
 ) -> anyhow::Result<Option<Examined>> {
-    let found = tokio::task::spawn_blocking(move || health::discover(&image_root, &node_root))
+    let found = tokio::task::spawn_blocking(move || health::discover(&roots.image, &roots.node))
         .await
         .context("the check discovery task panicked")??;
     tracing::info!(
@@ -329,8 +334,10 @@ where
         crash_point("daemon::gate-started");
         let warn_events = std::sync::Mutex::new(Vec::new());
         let examined = examine(
-            self.env.image_root(&status),
-            self.root.path().to_path_buf(),
+            CheckRoots {
+                image: self.env.image_root(&status),
+                node: self.root.path().to_path_buf(),
+            },
             side.nodes.clone(),
             self.env.boot_time()?,
             record.started_at,
@@ -556,8 +563,10 @@ where
             }
             // Back on the known-good deployment: serve again once it is healthy.
             let examined = examine(
-                self.env.image_root(&status),
-                self.root.path().to_path_buf(),
+                CheckRoots {
+                    image: self.env.image_root(&status),
+                    node: self.root.path().to_path_buf(),
+                },
                 self.side.nodes.clone(),
                 self.env.boot_time()?,
                 rb.booted_back_at.unwrap_or_else(now_secs),
