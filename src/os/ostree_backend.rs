@@ -462,13 +462,21 @@ fn rollback_locked(
     let Some(order) = rollback_order(&view.slots(), at) else {
         return Ok(RollbackOutcome::AlreadyDefault);
     };
-    let list: Vec<ostree::Deployment> =
-        order.iter().map(|i| view.deployments[*i].clone()).collect();
+    let list = same_objects(order.iter().map(|i| &view.deployments[*i]));
     sysroot
         .write_deployments(&list, gio::Cancellable::NONE)
         .with_context(|| format!("Making deployment {} the default", to.id()))?;
     tracing::info!(deployment = %to.id(), image = to.image.as_deref().unwrap_or("-"), "the previous deployment is the default for the next boot");
     Ok(RollbackOutcome::Switched)
+}
+
+/// The same deployment objects, for `ostree_sysroot_write_deployments`. Not `Deployment::clone`: the
+/// bindings' inherent `clone` is `ostree_deployment_clone`, a copy, and libostree 2022.7 (Debian 12)
+/// finds the booted deployment in the new list by pointer (`deployment == self->booted_deployment` in
+/// ostree_sysroot_write_deployments_with_options; later releases use ostree_deployment_equal), so a
+/// list of copies is refused with "Attempting to remove booted deployment" on a booted host.
+fn same_objects<'a>(list: impl Iterator<Item = &'a ostree::Deployment>) -> Vec<ostree::Deployment> {
+    list.map(<ostree::Deployment as Clone>::clone).collect()
 }
 
 fn prune_locked(
@@ -483,7 +491,7 @@ fn prune_locked(
         .filter(|i| !keep.contains(i))
         .map(|i| DeploymentKey::of(&view.deployments[i]).to_string())
         .collect();
-    let list: Vec<ostree::Deployment> = keep.iter().map(|i| view.deployments[*i].clone()).collect();
+    let list = same_objects(keep.iter().map(|i| &view.deployments[*i]));
     sysroot
         .write_deployments(&list, gio::Cancellable::NONE)
         .context("Removing deployments older than the rollback")?;

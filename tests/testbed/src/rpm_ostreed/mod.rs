@@ -355,6 +355,18 @@ pub struct FakeRpmOstreed {
     bus_address: String,
 }
 
+/// The connection's served interfaces hold `Inner`, and `Inner` holds the connection: without this the
+/// cycle kept the connection and the temporary directory alive after the test.
+impl Drop for FakeRpmOstreed {
+    fn drop(&mut self) {
+        self.inner
+            .bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
 impl FakeRpmOstreed {
     /// Serve on the bus at `bus_address` as `org.projectatomic.rpmostree1`, starting from `state`.
     pub async fn start(bus_address: &str, state: RpmOstreedState) -> Result<Self> {
