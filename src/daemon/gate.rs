@@ -547,6 +547,12 @@ where
                     journal::save(&self.root, &j)?;
                 }
                 crash_point("daemon::rollback-after-restore");
+                // Degraded first: whoever sees the event finds the node already saying why.
+                tracing::error!("{reason}");
+                self.report_degraded(&reason).await?;
+                self.side
+                    .event(NodeEvent::warning(EventReason::RolledBack, reason.clone()))
+                    .await;
                 rb.step = RollbackStep::Reported;
                 rb.booted_back_at = Some(now_secs());
                 record.rollback = Some(rb.clone());
@@ -554,11 +560,6 @@ where
                 self.metrics.rollbacks.inc();
                 self.metrics
                     .set_health_gate("rolled_back", &record.target_config, now_secs());
-                tracing::error!("{reason}");
-                self.side
-                    .event(NodeEvent::warning(EventReason::RolledBack, reason.clone()))
-                    .await;
-                self.report_degraded(&reason).await?;
                 crash_point("daemon::rollback-after-report");
             }
             // Back on the known-good deployment: serve again once it is healthy.

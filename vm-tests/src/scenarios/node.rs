@@ -380,6 +380,11 @@ impl Node {
     pub fn wait_daemon_reboot(&mut self) -> Result<()> {
         let deadline = Instant::now() + REBOOT_WAIT;
         let mut next_look = Instant::now();
+        // A node Degraded before (after a rollback) stays Degraded through the next update, as the MCD
+        // does: only a new reason is a failure.
+        let before = self.kube.node()?;
+        let reason_before = before.annotation("reason").unwrap_or_default().to_string();
+        let degraded_before = before.state() == Some("Degraded");
         loop {
             match self.vm.check_exit()? {
                 Some(Exit::Reboot) => return Ok(()),
@@ -388,7 +393,12 @@ impl Node {
             }
             if Instant::now() >= next_look {
                 let node = self.kube.node()?;
-                if let Some(state @ ("Degraded" | "Unreconcilable")) = node.state() {
+                let same_as_before = degraded_before
+                    && node.state() == Some("Degraded")
+                    && node.annotation("reason").unwrap_or_default() == reason_before;
+                if let Some(state @ ("Degraded" | "Unreconcilable")) =
+                    node.state().filter(|_| !same_as_before)
+                {
                     bail!(
                         "the daemon reported {state} instead of rebooting: {}",
                         node.annotation("reason").unwrap_or_default()

@@ -287,7 +287,8 @@ impl RpmOstreedState {
 pub(crate) struct Inner {
     pub(crate) state: Mutex<RpmOstreedState>,
     pub(crate) active: Mutex<Option<Arc<txn::Txn>>>,
-    pub(crate) dir: tempfile::TempDir,
+    /// Where the transaction sockets go (owned by [`FakeRpmOstreed`], so it goes with it).
+    pub(crate) dir: PathBuf,
     pub(crate) osname: String,
     /// The bus connection while the double is "running".
     pub(crate) bus: Mutex<Option<zbus::Connection>>,
@@ -353,6 +354,7 @@ pub struct ActiveTransaction {
 pub struct FakeRpmOstreed {
     inner: Arc<Inner>,
     bus_address: String,
+    _dir: tempfile::TempDir,
 }
 
 /// The connection's served interfaces hold `Inner`, and `Inner` holds the connection: without this the
@@ -375,12 +377,13 @@ impl FakeRpmOstreed {
             .or(state.deployments.first())
             .map(|d| d.osname.clone())
             .unwrap_or_else(|| "rhcos".into());
+        let dir = tempfile::Builder::new()
+            .prefix("testbed-rpmostreed-")
+            .tempdir()?;
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             active: Mutex::new(None),
-            dir: tempfile::Builder::new()
-                .prefix("testbed-rpmostreed-")
-                .tempdir()?,
+            dir: dir.path().to_path_buf(),
             osname,
             bus: Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -389,6 +392,7 @@ impl FakeRpmOstreed {
         let me = Self {
             inner,
             bus_address: bus_address.to_string(),
+            _dir: dir,
         };
         me.serve().await?;
         Ok(me)
