@@ -37,6 +37,13 @@ pub struct OsLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// `passed`, `failed` or `rolled_back`.
+    pub result: String,
+    pub config: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -62,6 +69,10 @@ pub struct Metrics {
     /// none is running).
     pub image_pull_bytes_done: Gauge,
     pub image_pull_bytes_total: Gauge,
+    /// Unix seconds of the last health gate result, by result and config.
+    pub health_gate: Family<GateLabels, Gauge<f64, AtomicU64>>,
+    /// Rollbacks to the previous deployment after a failed health gate (counted when it booted).
+    pub rollbacks: Counter,
     /// The same in layers.
     pub image_pull_layers_done: Gauge,
     pub image_pull_layers_total: Gauge,
@@ -106,6 +117,8 @@ impl Metrics {
             updates_completed: Counter::default(),
             image_pull_bytes_done: Gauge::default(),
             image_pull_bytes_total: Gauge::default(),
+            health_gate: Family::default(),
+            rollbacks: Counter::default(),
             image_pull_layers_done: Gauge::default(),
             image_pull_layers_total: Gauge::default(),
             heartbeat: AtomicI64::new(0),
@@ -177,6 +190,16 @@ impl Metrics {
             m.image_pull_bytes_total.clone(),
         );
         m.registry.register(
+            "mcd_health_gate",
+            "Unix time of the last health gate after a boot into a new deployment, by result (passed, failed, rolled_back) and config",
+            m.health_gate.clone(),
+        );
+        m.registry.register(
+            "mcd_rollbacks",
+            "rollbacks to the previous deployment after a failed health gate",
+            m.rollbacks.clone(),
+        );
+        m.registry.register(
             "mcd_image_pull_layers_done",
             "OS image layers the pull in progress has downloaded and imported",
             m.image_pull_layers_done.clone(),
@@ -187,6 +210,17 @@ impl Metrics {
             m.image_pull_layers_total.clone(),
         );
         m
+    }
+
+    /// `mcd_health_gate{result,config}` = `at` (one series: the last result).
+    pub fn set_health_gate(&self, result: &str, config: &str, at: u64) {
+        self.health_gate.clear();
+        self.health_gate
+            .get_or_create(&GateLabels {
+                result: result.into(),
+                config: config.into(),
+            })
+            .set(at as f64);
     }
 
     /// `mcd_state{state,reason}` = now (the MCD's timestamp semantics).

@@ -684,3 +684,80 @@ async fn rpm_ostreed_missing_crashing_or_failing_degrades_without_a_reboot() {
     assert_eq!(lab.rpm.state().booted().unwrap().kargs, ["rw", "quiet"]);
     lab.stop();
 }
+
+/// The health gate on the rpm-ostree backend: a required check the config ships fails after the boot
+/// into the new image, so rpm-ostreed's `Rollback` (once, without its own reboot) makes the previous
+/// deployment the default, the daemon reboots, and reports the rollback once back, uncordoned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_health_gate_rolls_back_with_rpm_ostreeds_rollback() {
+    let v1 = os_image('1');
+    let v2 = os_image('2');
+    let mut lab = RpmLab::new(&rhcos_mc(
+        "rendered-1",
+        &v1,
+        &["rw"],
+        &[],
+        "default",
+        &[],
+        None,
+    ))
+    .await;
+    let check = "/etc/machine-config-daemon/health.d/required.d/10-crio";
+    let mut target = rhcos_mc("rendered-2", &v2, &["rw"], &[], "default", &[], None);
+    target["spec"]["config"]["storage"]["files"] = serde_json::json!([{
+        "path": check, "mode": 493, "overwrite": true,
+        "contents": {"source": machine_config_daemon::config::dataurl::encode_base64(b"#!/bin/sh\necho 'crio: cannot start' >&2\nexit 1\n")},
+    }]);
+    lab.put_mc(&target);
+    lab.start();
+    lab.wait_settled().await;
+    lab.set_desired("rendered-2", None);
+    lab.wait_reboot_request(1).await;
+    lab.reboot().await;
+    // The gate fails on v2: Rollback, then the daemon's own reboot.
+    lab.wait_reboot_request(2).await;
+    {
+        let st = lab.rpm.state();
+        let rollbacks: Vec<&String> = st
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("Rollback"))
+            .collect();
+        assert_eq!(rollbacks, ["Rollback {reboot=false}"], "{:?}", st.calls);
+        assert_eq!(
+            st.deployments[0].image(),
+            v1,
+            "the previous deployment boots next"
+        );
+        assert_eq!(
+            st.reboots.len(),
+            1,
+            "rpm-ostreed rebooted only after FinalizeDeployment"
+        );
+    }
+    assert_eq!(lab.systemd.reboots().len(), 1, "the rollback's reboot");
+    lab.reboot().await;
+    let reason = lab.wait_degraded("rolled back: config rendered-2").await;
+    assert!(
+        reason.contains(&format!(
+            "{check} exited with status 1; its last output: crio: cannot start"
+        )),
+        "{reason}"
+    );
+    lab.wait_for("the uncordon", Duration::from_secs(60), |lab| {
+        !lab.unschedulable()
+    })
+    .await;
+    assert_eq!(lab.rpm.state().booted().unwrap().image(), v1);
+    assert_eq!(
+        lab.annotation("currentConfig").as_deref(),
+        Some("rendered-1")
+    );
+    assert!(
+        lab.file(check).is_none(),
+        "the failed config's check is gone"
+    );
+    assert_eq!(lab.event_messages("RolledBack").len(), 1);
+    assert_eq!(lab.reboot_requests(), 2);
+    lab.stop();
+}

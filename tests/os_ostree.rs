@@ -704,6 +704,7 @@ async fn status_command_renders_the_sandbox_as_a_kubernetes_document() -> Result
         sysroot: Some(fx.sysroot.path().to_path_buf()),
         output: OutputFormat::Json,
         backend: machine_config_daemon::os::BackendKind::Auto,
+        root: Some(fx.node.path().to_path_buf()),
     };
     let doc = machine_config_daemon::os::status_document(&args).await?;
     let json: serde_json::Value = serde_json::from_str(&render_status(&doc, OutputFormat::Json)?)?;

@@ -779,7 +779,7 @@ async fn status_text_and_json_show_the_image_like_rpm_ostree_status() -> Result<
             backend: "rpm-ostree",
             sysroot: "/".into(),
         },
-        status: fx.backend.status().await?,
+        status: fx.backend.status().await?.into(),
     };
     let text = render_status(&doc, OutputFormat::Text)?;
     assert!(

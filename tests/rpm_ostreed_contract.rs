@@ -51,6 +51,7 @@ const CONTRACT: &[(&str, &str, &str, &str, &str, bool)] = &[
     ("OS", "method", "KernelArgs", "sasasasa{sv}", "s", true),
     ("OS", "method", "Cleanup", "as", "s", true),
     ("OS", "method", "FinalizeDeployment", "a{sv}", "s", true),
+    ("OS", "method", "Rollback", "a{sv}", "s", true),
     (
         "OS",
         "method",
@@ -230,7 +231,7 @@ async fn the_double_speaks_rpm_ostreeds_interface_xml() -> Result<()> {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(
         CONTRACT.iter().filter(|c| c.5).count(),
-        16,
+        17,
         "every member the backend uses is in the table"
     );
     Ok(())

@@ -187,6 +187,27 @@ pub struct StartArgs {
     /// Which OS backend to use.
     #[arg(long, value_enum, default_value_t)]
     pub backend: crate::os::BackendKind,
+    /// Health gate after a boot into a new deployment: each check (the executables in required.d/ and
+    /// wanted.d/ of /usr/lib/machine-config-daemon/health.d, /etc/machine-config-daemon/health.d and
+    /// /etc/greenboot/check) is killed after this long; a required one then fails the gate.
+    #[arg(
+        long,
+        env = "MCD_HEALTH_CHECK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = parse_positive_duration
+    )]
+    pub health_check_timeout: std::time::Duration,
+    /// Health gate: the node's Ready condition must be reported after the boot within this long, else
+    /// the node rolls back to the previous deployment.
+    #[arg(
+        long,
+        env = "MCD_HEALTH_READY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10m",
+        value_parser = parse_positive_duration
+    )]
+    pub health_ready_timeout: std::time::Duration,
     /// OS image layers fetched at once (ostree backend; 1 fetches them one after another).
     #[arg(long, value_name = "N", default_value_t = crate::os::DEFAULT_PULL_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -231,6 +252,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         _ => return Err(format!("{s:?} has an unknown unit (use s, m or h)")),
     };
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// A duration that is not zero (a zero deadline would fail every health gate).
+pub fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero; give a duration of at least 1s"));
+    }
+    Ok(d)
 }
 
 /// Exit codes, and which command returns which (the man pages list them from here).
@@ -548,6 +578,9 @@ pub fn ostree_sysroot(path: &Path) -> Result<(), CliError> {
 
 fn run_status(args: &crate::os::StatusArgs) -> Result<u8, CliError> {
     use crate::os::BackendKind;
+    if let Some(root) = &args.root {
+        existing_dir("--root", root)?;
+    }
     match &args.sysroot {
         Some(dir) => ostree_sysroot(dir)?,
         // rpm-ostree answers over D-Bus for the booted host; it needs no sysroot path.

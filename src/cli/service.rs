@@ -104,6 +104,10 @@ pub(super) fn run_start(args: StartArgs) -> Result<u8, CliError> {
         backend: args.backend,
         pull_concurrency: args.pull_concurrency.into(),
         test_only_simulated_boot: args.test_only_simulated_boot,
+        gate: crate::daemon::gate::GateOptions {
+            check_timeout: args.health_check_timeout,
+            ready_timeout: args.health_ready_timeout,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

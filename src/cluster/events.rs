@@ -39,6 +39,14 @@ pub enum EventReason {
     FailedFinalization,
     /// Ours: OS image download progress (at most one per 10% or 30 s).
     OSImagePullProgress,
+    /// Ours: the health checks after the boot into a new deployment passed.
+    HealthGatePassed,
+    /// Ours: a wanted health check failed (it only warns).
+    HealthCheckWarning,
+    /// Ours: a required check failed or the node was not Ready in time: rolling back.
+    HealthGateFailed,
+    /// Ours: the node is back on the previous deployment after a failed health gate.
+    RolledBack,
 }
 
 impl EventReason {
@@ -74,6 +82,10 @@ impl EventReason {
             GotSigtermDuringUpdate => "GotSigtermDuringUpdate",
             FailedFinalization => "FailedFinalization",
             OSImagePullProgress => "OSImagePullProgress",
+            HealthGatePassed => "HealthGatePassed",
+            HealthCheckWarning => "HealthCheckWarning",
+            HealthGateFailed => "HealthGateFailed",
+            RolledBack => "RolledBack",
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct Daemon<C, O, S> {
     pub drift_debounce: Duration,
     /// How long a requested reboot may take before the daemon reports it and asks again.
     pub reboot_grace: Duration,
+    /// Deadlines of the health gate after a boot into a new deployment.
+    pub gate: super::gate::GateOptions,
     /// The target last verified as on disk and booted; skip re-verifying it until drift says otherwise.
     pub(super) verified: Option<Target>,
     pub(super) drift: Option<(DriftMonitor, mpsc::Receiver<DriftReport>)>,
@@ -156,6 +158,7 @@ where
             backoff: Backoff::default(),
             drift_debounce: Duration::from_secs(1),
             reboot_grace: super::update::REBOOT_GRACE,
+            gate: Default::default(),
             verified: None,
             drift: None,
             drift_config: None,
@@ -177,6 +180,7 @@ where
             stop: self.stop.clone(),
             node_name: &self.node_name,
             finalize_failure: self.finalize_failure.as_deref(),
+            gate: self.gate,
         }
     }
 
@@ -345,6 +349,10 @@ where
         let boot_id = self.env.boot_id()?;
         self.after_reboot_bookkeeping(&node, journal.as_ref(), &boot_id)
             .await?;
+        // A rollback after a failed health gate is carried through before anything else is decided.
+        if let Some(outcome) = self.continue_rollback(journal.as_ref(), &boot_id).await? {
+            return Ok(outcome);
+        }
         let forcefile = self.env.forcefile();
         // A new node's first start (the MCS's node-annotations.json is still there): validate the node
         // against its full rendered config before anything else, once first boot's own update is done.
@@ -382,6 +390,11 @@ where
             }
             Decision::Settled { current } => self.settle(current, odc.map(|(mc, _)| mc)).await,
             Decision::Start { from, to, forced } => {
+                // Without its journal the failed gate still remembers the target it rolled back from.
+                if !forced && let Some(reason) = self.failed_gate_blocks(&to)? {
+                    self.report_degraded(&reason).await?;
+                    return Ok(Synced::Settled);
+                }
                 let current = odc.map(|(mc, _)| mc).filter(|mc| mc.name == from.config);
                 self.start(from, current, to, forced).await
             }
@@ -488,7 +501,7 @@ where
 
     /// The operator's policy status when it writes one (waiting, as the MCD does, for it to observe
     /// the latest spec), else our merge of spec with the built-in defaults.
-    async fn fetch_policy(&self) -> anyhow::Result<MachineConfiguration> {
+    pub(super) async fn fetch_policy(&self) -> anyhow::Result<MachineConfiguration> {
         let wait = crate::cluster::policy_source::PolicyWait::default();
         let (policy, _source) =
             crate::cluster::policy_source::fetch_policy(&*self.side.cluster, wait).await?;
@@ -499,7 +512,8 @@ where
     /// the config it started from; after, the target's files, units and users with the OS part of
     /// whichever config the booted deployment and kernel really run.
     async fn on_disk_of(&self, j: &Journal) -> anyhow::Result<(Target, MachineConfig)> {
-        if !j.progress.phase.node_modified() {
+        // Rolled back after a failed health gate: the starting config's OS and files again.
+        if !j.progress.phase.node_modified() || j.progress.rolled_back {
             return Ok((j.progress.from.clone(), j.from_config()?));
         }
         let status = self.os.status().await.context("reading the OS status")?;
@@ -604,12 +618,15 @@ where
         if forced {
             self.env.remove_forcefile()?;
         }
+        self.release_failed_gate(&to, forced)?;
         tracing::info!(from = %from, to = %to, actions = %plan.actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), drain = plan.drain, reboot = plan.reboot, "starting an update");
         for line in &plan.explanations {
             tracing::info!("plan: {line}");
         }
         let mut progress = Progress::planned(from, to, plan.reboot, now_secs());
         progress.os_image = desired.os_image().map(str::to_string);
+        progress.health_gate = plan.health_gate.is_some();
+        progress.started_on = status.booted.as_ref().map(|d| d.id());
         let mut j = Journal::new(progress, plan, &current_received, &desired_received);
         journal::save(&self.root, &j)?;
         self.side
@@ -644,7 +661,7 @@ where
             }
             Outcome::RebootRequested => Ok(Synced::RebootRequested),
             Outcome::Interrupted => Ok(Synced::Interrupted),
-            Outcome::Superseded => Ok(Synced::Again),
+            Outcome::Superseded | Outcome::RollingBack => Ok(Synced::Again),
             Outcome::Failed(reason) => {
                 self.report_degraded(&reason).await?;
                 Ok(Synced::Settled)
@@ -671,6 +688,7 @@ where
             _ => self.fetch_config(&current.config).await?,
         };
         let config = with_target_image(received, current.image.as_deref())?;
+        self.prune_if_pending().await;
         let problems = self.check_node(&config, current.image.is_some()).await?;
         self.start_drift(&config).await;
         if let Some(reason) = problems {

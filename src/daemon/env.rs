@@ -19,6 +19,18 @@ pub struct NodeEnv {
     /// `/proc/sys/crypto/fips_enabled` (the MCD's `fipsFile`, `pkg/daemon/update.go`).
     fips_file: PathBuf,
     previous_boot: PreviousBootSource,
+    /// Where the booted image's `/usr` is (its health checks).
+    image_root: ImageRootSource,
+}
+
+/// Where the booted OS image's files (`/usr`) are.
+#[derive(Debug, Clone)]
+pub enum ImageRootSource {
+    /// The node root (a real node: `/usr` is the booted deployment's).
+    NodeRoot,
+    /// Test-only: the booted deployment's checkout in this sandbox sysroot (the node root of a sandbox has
+    /// no `/usr` of its own); the node root when there is no checkout (the rpm-ostree double).
+    BootedDeployment(PathBuf),
 }
 
 /// Where the previous boot's `ostree-finalize-staged.service` log comes from.
@@ -60,6 +72,7 @@ impl NodeEnv {
             cmdline: CmdlineSource::Proc("/proc/cmdline".into()),
             fips_file: "/proc/sys/crypto/fips_enabled".into(),
             previous_boot: PreviousBootSource::Journal,
+            image_root: ImageRootSource::NodeRoot,
         }
     }
 
@@ -75,7 +88,50 @@ impl NodeEnv {
             cmdline: CmdlineSource::BootedDeployment,
             fips_file: root.join("proc/sys/crypto/fips_enabled"),
             previous_boot: PreviousBootSource::File(log.into()),
+            image_root: ImageRootSource::NodeRoot,
         }
+    }
+
+    /// Test-only: the booted image's `/usr` is the booted deployment's checkout in `sysroot`.
+    pub fn with_sandbox_sysroot(mut self, sysroot: &Path) -> Self {
+        self.image_root = ImageRootSource::BootedDeployment(sysroot.to_path_buf());
+        self
+    }
+
+    /// The directory holding the booted image's `/usr` (where its health checks are).
+    pub fn image_root(&self, status: &OsStatus) -> PathBuf {
+        if let (ImageRootSource::BootedDeployment(sysroot), Some(d)) =
+            (&self.image_root, status.booted.as_ref())
+        {
+            let checkout = sysroot
+                .join("ostree/deploy")
+                .join(&d.stateroot)
+                .join("deploy")
+                .join(d.id());
+            if checkout.is_dir() {
+                return checkout;
+            }
+        }
+        self.root.clone()
+    }
+
+    /// When this boot began, in Unix seconds: `btime` of `/proc/stat` on a node; test-only, when the
+    /// harness wrote the boot id file of the simulated boot.
+    pub fn boot_time(&self) -> anyhow::Result<i64> {
+        if matches!(self.cmdline, CmdlineSource::BootedDeployment) {
+            let modified = std::fs::metadata(&self.boot_id_file)
+                .and_then(|m| m.modified())
+                .with_context(|| format!("reading {}", self.boot_id_file.display()))?;
+            return Ok(modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs() as i64);
+        }
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("/proc/stat has no btime line")
     }
 
     /// Is the running kernel in FIPS mode? `None` when the file does not exist (not Linux, or no crypto

@@ -110,6 +110,8 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
         stop,
         node_name: "",
         finalize_failure: None,
+        // First boot is not gated (no API server, no known-good deployment of the config).
+        gate: Default::default(),
     };
     match executor.run(&mut j).await? {
         Outcome::RebootRequested => {
@@ -135,6 +137,7 @@ pub async fn run(opts: FirstbootOptions) -> anyhow::Result<FirstbootOutcome> {
             anyhow::bail!("interrupted; run again to resume")
         }
         Outcome::Failed(reason) => anyhow::bail!("{reason}"),
+        Outcome::RollingBack => anyhow::bail!("first boot has no health gate to fail"),
     }
 }
 

@@ -369,6 +369,15 @@ mod tests {
         async fn cleanup(&self) -> anyhow::Result<crate::os::CleanupReport> {
             Ok(Default::default())
         }
+        async fn rollback(
+            &self,
+            _: &crate::os::Deployment,
+        ) -> anyhow::Result<crate::os::RollbackOutcome> {
+            anyhow::bail!("not used")
+        }
+        async fn prune(&self) -> anyhow::Result<crate::os::PruneReport> {
+            anyhow::bail!("not used")
+        }
     }
 
     #[tokio::test]

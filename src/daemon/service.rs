@@ -35,6 +35,8 @@ pub struct StartOptions {
     pub pull_concurrency: usize,
     /// Test-only: treat the sysroot's default deployment as booted and read the boot id from this file.
     pub test_only_simulated_boot: Option<PathBuf>,
+    /// Deadlines of the health gate after a boot into a new deployment.
+    pub gate: super::gate::GateOptions,
 }
 
 /// Credentials: `--kubeconfig`, else the pod's service account, else the kubelet's kubeconfig. When
@@ -104,7 +106,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
             let backend = OstreeBackend::test_only_simulated_boot(os_options, boot_id_file).await?;
             (
                 crate::os::AnyBackend::Ostree(backend),
-                NodeEnv::simulated(&opts.root, boot_id_file),
+                NodeEnv::simulated(&opts.root, boot_id_file).with_sandbox_sysroot(&opts.sysroot),
             )
         }
         None => (
@@ -183,6 +185,13 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let updates = nodes.updates.clone();
+    tracing::info!(
+        check_timeout_s = opts.gate.check_timeout.as_secs(),
+        ready_timeout_s = opts.gate.ready_timeout.as_secs(),
+        "health gate after a boot into a new deployment: each check within {} s, the node Ready within {} s",
+        opts.gate.check_timeout.as_secs(),
+        opts.gate.ready_timeout.as_secs()
+    );
     let mut daemon = Daemon::new(
         opts.node_name.clone(),
         root,
@@ -193,6 +202,7 @@ pub async fn run(opts: StartOptions) -> anyhow::Result<()> {
         side,
         stop_rx,
     );
+    daemon.gate = opts.gate;
     if opts.test_only_simulated_boot.is_some() {
         // Test only: the e2e harness plays reboots that do not happen in seconds, not minutes.
         if let Some(secs) = std::env::var("MCD_TEST_ONLY_REBOOT_GRACE_SECS")

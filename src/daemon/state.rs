@@ -48,6 +48,8 @@ pub enum Phase {
     ActionsDone,
     /// The booted image, kernel arguments and on-disk state match the target.
     Verified,
+    /// The health gate passed on the new deployment (only when the update boots one).
+    Healthy,
 }
 
 impl Phase {
@@ -61,6 +63,7 @@ impl Phase {
             Phase::Rebooting => "rebooting",
             Phase::ActionsDone => "actions-done",
             Phase::Verified => "verified",
+            Phase::Healthy => "healthy",
         }
     }
 
@@ -116,6 +119,17 @@ pub struct Progress {
     pub failed: Option<String>,
     /// Unix seconds.
     pub started_at: u64,
+    /// A new deployment boots: the health gate runs after the boot, and a failure rolls back to the
+    /// deployment booted when the update started (`started_on`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub health_gate: bool,
+    /// The deployment (`<checksum>.<serial>`) booted when the update was planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_on: Option<String>,
+    /// The new deployment failed its health gate and the node went back to the previous deployment with
+    /// the starting config's files: what is on disk is `from` again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
     /// `firstboot-complete-machineconfig` planned it from the encapsulated config: only the OS part is the
     /// node's (Ignition wrote the rest), so finishing it stores no on-disk config and reports nothing; the
     /// daemon's bootstrap then validates the node against the full rendered config.
@@ -147,6 +161,9 @@ impl Progress {
             failed: None,
             started_at: now,
             first_boot: false,
+            health_gate: false,
+            started_on: None,
+            rolled_back: false,
         }
     }
 
@@ -160,7 +177,8 @@ impl Progress {
             Phase::Staged if self.reboot => Phase::Rebooting,
             Phase::Staged => Phase::ActionsDone,
             Phase::Rebooting | Phase::ActionsDone => Phase::Verified,
-            Phase::Verified => return None,
+            Phase::Verified if self.health_gate && self.reboot => Phase::Healthy,
+            Phase::Verified | Phase::Healthy => return None,
         })
     }
 
@@ -280,6 +298,30 @@ mod tests {
         assert_eq!(p.rebooted("boot-b"), Some(true));
         p.advance(Phase::Verified).unwrap();
         assert_eq!(p.next_phase(), None);
+    }
+
+    #[test]
+    fn the_health_gate_comes_after_the_verified_boot() {
+        let mut p = new(true);
+        p.health_gate = true;
+        for phase in [
+            Phase::Prefetched,
+            Phase::Drained,
+            Phase::HostApplied,
+            Phase::Staged,
+        ] {
+            p.advance(phase).unwrap();
+        }
+        p.rebooting("boot-a", 1).unwrap();
+        p.advance(Phase::Verified).unwrap();
+        assert_eq!(p.next_phase(), Some(Phase::Healthy));
+        p.advance(Phase::Healthy).unwrap();
+        assert_eq!(p.next_phase(), None);
+        // A rebootless update has no gate, whatever the flag says.
+        let mut r = new(false);
+        r.health_gate = true;
+        r.phase = Phase::Verified;
+        assert_eq!(r.next_phase(), None);
     }
 
     #[test]

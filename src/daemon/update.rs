@@ -10,11 +10,12 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use tokio::sync::{mpsc, watch};
 
+use super::ca_trust;
 use super::decide::{self, InFlight, NodeView};
 use super::env::NodeEnv;
+use super::gate::GateResult;
 use super::journal::{self, Journal};
 use super::state::Phase;
-use super::{ca_trust, verify};
 use crate::cluster::drain::{BlockedPod, DrainObserver, drain_not_required};
 use crate::cluster::mcn::{AppliedPart, ConditionChange, ConditionType as Cond, Status};
 use crate::cluster::{
@@ -240,6 +241,8 @@ pub enum Outcome {
     Superseded,
     /// Given up for good (the new OS did not boot, twice); the reason is in the journal.
     Failed(String),
+    /// The new deployment failed its health gate; the rollback is recorded and carried out next.
+    RollingBack,
 }
 
 /// Everything an update touches.
@@ -254,6 +257,8 @@ pub struct Executor<'a, C, O, S> {
     pub node_name: &'a str,
     /// The previous boot's `ostree-finalize-staged` error, named when the node did not boot what was staged.
     pub finalize_failure: Option<&'a str>,
+    /// Deadlines of the health gate after a boot into a new deployment.
+    pub gate: super::gate::GateOptions,
 }
 
 impl<C, O, S> std::fmt::Debug for Executor<'_, C, O, S> {
@@ -400,6 +405,16 @@ where
                         }
                     }
                 }
+                Phase::Healthy => match self.health_gate(j).await? {
+                    GateResult::Passed => {}
+                    GateResult::RollBack => return Ok(Outcome::RollingBack),
+                    GateResult::Stopped => return Ok(Outcome::Interrupted),
+                    GateResult::NoRollback(reason) => {
+                        j.progress.fail(reason.clone());
+                        self.save(j)?;
+                        return Ok(Outcome::Failed(reason));
+                    }
+                },
             }
             crash_point(&format!("daemon::after-{next}"));
             j.progress.advance(next)?;
@@ -760,74 +775,6 @@ where
         Ok(())
     }
 
-    async fn verify(&self, j: &mut Journal, target: &MachineConfig) -> anyhow::Result<Verdict> {
-        let status = self.os.status().await.context("reading the OS status")?;
-        let mut boot_problems = Vec::new();
-        if let Some(p) = verify::os_problem(target, status.booted.as_ref()) {
-            boot_problems.push(p);
-        }
-        if j.progress.target.image.is_none() {
-            boot_problems.extend(verify::packages_problem(target, status.booted.as_ref()));
-        }
-        let missing = verify::missing_kargs(target, &self.env.cmdline(&status)?);
-        if !missing.is_empty() {
-            boot_problems.push(format!(
-                "kernel arguments missing from the running kernel: {}",
-                missing.join(" ")
-            ));
-        }
-        if !boot_problems.is_empty() {
-            if let Some(f) = self.finalize_failure {
-                // As the MCD appends it to validation errors (`syncFinalizationFailureAnnotation`).
-                boot_problems.push(format!(
-                    "possible root cause: the previous boot's ostree-finalize-staged failed: {f}"
-                ));
-            }
-            let evidence = boot_problems.join("; ");
-            if !j.progress.reboot {
-                // Nothing was rebooted: the OS is not what the config pins, and re-staging cannot be right.
-                anyhow::bail!(
-                    "the running OS does not match config {}: {evidence}",
-                    target.name
-                );
-            }
-            if j.progress.restage(evidence.clone()).is_ok() {
-                tracing::warn!(evidence = %evidence, "the node did not boot what was staged (power loss or a failed ostree-finalize-staged?); staging it once more");
-                if let Some(side) = self.cluster {
-                    side.event(NodeEvent::warning(
-                        EventReason::FailedFinalization,
-                        format!("Booted the previous deployment: {evidence}; staging again once"),
-                    ))
-                    .await;
-                }
-                return Ok(Verdict::Restage);
-            }
-            let first = j.progress.restage_reason.clone().unwrap_or_default();
-            let reason = format!(
-                "the node did not boot config {} after staging it twice: {evidence} (first attempt: {first}); check `journalctl -b -1 -u ostree-finalize-staged`, then touch {} to try again",
-                target.name,
-                crate::config::paths::FORCEFILE
-            );
-            j.progress.fail(reason.clone());
-            return Ok(Verdict::Failed(reason));
-        }
-        let (root, t) = (self.root.clone(), target.clone());
-        let mismatches = tokio::task::spawn_blocking(move || host::validate(&root, &t))
-            .await
-            .context("the validation task panicked")??;
-        if !mismatches.is_empty() {
-            if let Some(side) = self.cluster {
-                side.event(NodeEvent::warning(
-                    EventReason::OnDiskStateValidationFailed,
-                    verify::describe_mismatches(&target.name, &mismatches),
-                ))
-                .await;
-            }
-            anyhow::bail!("{}", verify::describe_mismatches(&target.name, &mismatches));
-        }
-        Ok(Verdict::Good)
-    }
-
     /// Record the new config on disk, drop the journal, report Done and uncordon.
     ///
     /// A first-boot update ends differently: its config is the stripped encapsulated MachineConfig (the
@@ -910,8 +857,26 @@ where
         .await;
         tracing::info!(config = %j.progress.target.config, image = j.progress.target.image.as_deref().unwrap_or(""), "update complete: Done");
         super::mcn_status::report_irreconcilable(side, self.root, &reported).await;
+        if j.progress.health_gate {
+            crash_point("daemon::complete-before-prune");
+            self.prune_after_gate(j).await;
+        }
         Ok(())
     }
+}
+
+/// The points a crash test can only reach when the health gate fails: the rollback, step by step.
+pub fn rollback_crash_points() -> Vec<String> {
+    [
+        "daemon::gate-failed",
+        "daemon::rollback-after-switch",
+        "daemon::rollback-after-reboot-recorded",
+        "daemon::rollback-after-reboot-requested",
+        "daemon::rollback-after-restore",
+        "daemon::rollback-after-report",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Points where the crash tests SIGKILL the daemon (with the `failpoints` feature and
@@ -925,6 +890,7 @@ pub fn crash_points() -> Vec<String> {
         Phase::Rebooting,
         Phase::ActionsDone,
         Phase::Verified,
+        Phase::Healthy,
     ];
     let mut points: Vec<String> = phases
         .iter()
@@ -933,8 +899,10 @@ pub fn crash_points() -> Vec<String> {
     points.extend(
         [
             "daemon::after-reboot-recorded",
+            "daemon::gate-started",
             "daemon::complete-after-odc",
             "daemon::complete-after-journal",
+            "daemon::complete-before-prune",
         ]
         .map(String::from),
     );
@@ -942,16 +910,16 @@ pub fn crash_points() -> Vec<String> {
 }
 
 #[cfg(feature = "failpoints")]
-fn crash_point(name: &str) {
+pub(super) fn crash_point(name: &str) {
     if fail::eval(name, |_| ()).is_some() {
         crate::host::failpoints::die_now(name);
     }
 }
 
 #[cfg(not(feature = "failpoints"))]
-fn crash_point(_name: &str) {}
+pub(super) fn crash_point(_name: &str) {}
 
-enum Verdict {
+pub(super) enum Verdict {
     Good,
     Restage,
     Failed(String),

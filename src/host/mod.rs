@@ -11,6 +11,7 @@ pub mod certs;
 pub mod drift;
 mod exec;
 pub mod failpoints;
+pub mod health;
 pub mod odc;
 pub mod root;
 pub mod units;

@@ -33,6 +33,10 @@ pub struct StatusArgs {
     /// Which OS backend to ask.
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
+    /// The node root whose last health gate to show (the daemon records it in
+    /// /var/lib/machine-config-daemon/health-gate.json); default: /.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 /// The document `status -o json|yaml` prints.
@@ -43,7 +47,26 @@ pub struct StatusDocument {
     pub kind: &'static str,
     pub metadata: StatusMetadata,
     pub spec: StatusSpec,
-    pub status: OsStatus,
+    pub status: NodeOsStatus,
+}
+
+/// The deployments, and the last health gate after a boot into a new deployment.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOsStatus {
+    #[serde(flatten)]
+    pub os: OsStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_health_gate: Option<crate::host::health::GateRecord>,
+}
+
+impl From<OsStatus> for NodeOsStatus {
+    fn from(os: OsStatus) -> Self {
+        NodeOsStatus {
+            os,
+            last_health_gate: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +107,11 @@ pub async fn status_document(args: &StatusArgs) -> Result<StatusDocument> {
         .status()
         .await
         .context("Reading the OS deployments")?;
+    let root = args.root.clone().unwrap_or_else(|| "/".into());
+    let last_health_gate = match crate::host::Root::open(&root) {
+        Ok(r) => crate::host::health::load(&r)?,
+        Err(_) => None,
+    };
     let name = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -96,7 +124,10 @@ pub async fn status_document(args: &StatusArgs) -> Result<StatusDocument> {
             backend: backend.name(),
             sysroot: sysroot.display().to_string(),
         },
-        status,
+        status: NodeOsStatus {
+            os: status,
+            last_health_gate,
+        },
     })
 }
 
@@ -105,7 +136,14 @@ pub fn render_status(doc: &StatusDocument, format: OutputFormat) -> Result<Strin
     Ok(match format {
         OutputFormat::Json => serde_json::to_string_pretty(doc)? + "\n",
         OutputFormat::Yaml => serde_yaml::to_string(doc)?,
-        OutputFormat::Text => render_text(&doc.status),
+        OutputFormat::Text => {
+            let mut text = render_text(&doc.status.os);
+            if let Some(gate) = &doc.status.last_health_gate {
+                text.push('\n');
+                text.push_str(&gate.to_text());
+            }
+            text
+        }
     })
 }
 
@@ -224,7 +262,7 @@ mod tests {
                 backend: "ostree",
                 sysroot: "/".into(),
             },
-            status,
+            status: status.into(),
         }
     }
 

@@ -19,6 +19,7 @@ mod namespace;
 mod ostree_backend;
 mod preflight;
 mod pull;
+mod rollback;
 pub mod rpm_ostree;
 mod worker;
 
@@ -32,8 +33,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::config::KernelType;
 pub use crate::plan::KernelArgsChange;
 pub use cli::{
-    ApplyOsReport, OutputFormat, StatusArgs, StatusDocument, StatusMetadata, StatusSpec,
-    apply_os_change, render_status, run_status, status_document,
+    ApplyOsReport, NodeOsStatus, OutputFormat, StatusArgs, StatusDocument, StatusMetadata,
+    StatusSpec, apply_os_change, render_status, run_status, status_document,
 };
 pub use error::{PartialPull, PullError, PullErrorKind};
 pub use helper::HelperOptions;
@@ -298,6 +299,24 @@ pub struct CleanupReport {
     pub bytes_freed: u64,
 }
 
+/// Result of [`OsBackend::rollback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RollbackOutcome {
+    /// The deployment is now the default: the next boot runs it.
+    Switched,
+    /// It already was the default; nothing was written.
+    AlreadyDefault,
+}
+
+/// Result of [`OsBackend::prune`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    /// Deployments removed (`<checksum>.<serial>`), oldest last.
+    pub deployments_removed: Vec<String>,
+    pub cleanup: CleanupReport,
+}
+
 /// The node's OS image operations. Implementations are cheap to clone and safe to share.
 pub trait OsBackend: Send + Sync {
     /// `"ostree"` or `"rpm-ostree"`.
@@ -359,6 +378,17 @@ pub trait OsBackend: Send + Sync {
     /// Remove images, layers and deployments nothing references any more (including a prefetched
     /// image that was never staged).
     fn cleanup(&self) -> impl Future<Output = Result<CleanupReport>> + Send;
+
+    /// Make `to` (the deployment booted before this one: `status().rollback`) the default for the next
+    /// boot, as `rpm-ostree rollback` does; a staged deployment is dropped. Idempotent: when `to` already
+    /// boots next nothing is written (where `rpm-ostree rollback` would swap back). An error when `to`
+    /// is not in the sysroot any more.
+    fn rollback(&self, to: &Deployment) -> impl Future<Output = Result<RollbackOutcome>> + Send;
+
+    /// After a healthy boot: remove deployments older than the rollback one (the booted, staged, pending,
+    /// rollback, pinned and other stateroots' deployments stay), then what nothing references any more
+    /// ([`OsBackend::cleanup`]).
+    fn prune(&self) -> impl Future<Output = Result<PruneReport>> + Send;
 }
 
 /// Which implementation to use.
@@ -453,6 +483,20 @@ impl OsBackend for AnyBackend {
         match self {
             AnyBackend::Ostree(b) => b.finalize(change).await,
             AnyBackend::RpmOstree(b) => b.finalize(change).await,
+        }
+    }
+
+    async fn rollback(&self, to: &Deployment) -> Result<RollbackOutcome> {
+        match self {
+            AnyBackend::Ostree(b) => b.rollback(to).await,
+            AnyBackend::RpmOstree(b) => b.rollback(to).await,
+        }
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        match self {
+            AnyBackend::Ostree(b) => b.prune().await,
+            AnyBackend::RpmOstree(b) => b.prune().await,
         }
     }
 }

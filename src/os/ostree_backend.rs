@@ -21,12 +21,13 @@ use tokio::sync::watch;
 use super::helper::protocol::{Operation, Outcome, Request};
 use super::helper::{self, HelperOptions};
 use super::import::{self, DEFAULT_PULL_CONCURRENCY, PullOptions, parse_image};
+use super::rollback::{Slot, prune_keep, rollback_order};
 use super::worker::run_on_ostree_thread;
 use super::{
     CleanupReport, Deployment, KernelType, OsBackend, OsChange, OsStatus, PrefetchReport,
     ProgressFn, Role, StageOutcome, user_kargs,
 };
-use super::{RoleIndices, role_indices};
+use super::{PruneReport, RoleIndices, RollbackOutcome, role_indices};
 
 /// Where the backend works.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +326,30 @@ impl OsBackend for OstreeBackend {
             other => Err(unexpected(other)),
         }
     }
+
+    /// The deployment list reordered (super::rollback::rollback_order) and written with
+    /// `ostree_sysroot_write_deployments`, as `ostree admin set-default` does.
+    async fn rollback(&self, to: &Deployment) -> Result<RollbackOutcome> {
+        let outcome = self.run(Operation::Rollback { to: to.clone() }, None).await;
+        self.forget_status();
+        match outcome? {
+            Outcome::Rollback(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        let outcome = self.run(Operation::PruneDeployments, None).await;
+        self.forget_status();
+        let deployments_removed = match outcome? {
+            Outcome::PruneDeployments(removed) => removed,
+            other => return Err(unexpected(other)),
+        };
+        Ok(PruneReport {
+            deployments_removed,
+            cleanup: self.cleanup().await?,
+        })
+    }
 }
 
 /// What an operation reports to, and what stops it.
@@ -355,6 +380,8 @@ pub(crate) async fn execute(
         Operation::Prefetch { .. } => ("ostree-prefetch", true),
         Operation::Stage { .. } => ("ostree-stage", true),
         Operation::Cleanup => ("ostree-cleanup", true),
+        Operation::Rollback { .. } => ("ostree-rollback", true),
+        Operation::PruneDeployments => ("ostree-prune", true),
     };
     run_on_ostree_thread(name, writes && ns, move || async move {
         if let Some(beat) = heartbeat {
@@ -402,9 +429,74 @@ pub(crate) async fn execute(
                 stage_locked(&sysroot, &options, simulated.as_deref(), &change).await?,
             )),
             Operation::Cleanup => Ok(Outcome::Cleanup(cleanup_locked(&sysroot)?)),
+            Operation::Rollback { to } => Ok(Outcome::Rollback(rollback_locked(
+                &sysroot,
+                simulated.as_deref(),
+                &to,
+            )?)),
+            Operation::PruneDeployments => Ok(Outcome::PruneDeployments(prune_locked(
+                &sysroot,
+                simulated.as_deref(),
+            )?)),
         }
     })
     .await
+}
+
+fn rollback_locked(
+    sysroot: &ostree::Sysroot,
+    simulated: Option<&DeploymentKey>,
+    to: &Deployment,
+) -> Result<RollbackOutcome> {
+    let view = SysrootView::new(sysroot, simulated);
+    let Some(at) = view.deployments.iter().position(|d| {
+        d.osname() == to.stateroot.as_str()
+            && d.csum() == to.checksum.as_str()
+            && d.deployserial() == to.serial
+    }) else {
+        bail!(
+            "Cannot roll back to deployment {}: it is not in the sysroot any more",
+            to.id()
+        );
+    };
+    let Some(order) = rollback_order(&view.slots(), at) else {
+        return Ok(RollbackOutcome::AlreadyDefault);
+    };
+    let list = same_objects(order.iter().map(|i| &view.deployments[*i]));
+    sysroot
+        .write_deployments(&list, gio::Cancellable::NONE)
+        .with_context(|| format!("Making deployment {} the default", to.id()))?;
+    tracing::info!(deployment = %to.id(), image = to.image.as_deref().unwrap_or("-"), "the previous deployment is the default for the next boot");
+    Ok(RollbackOutcome::Switched)
+}
+
+/// The same deployment objects, for `ostree_sysroot_write_deployments`. Not `Deployment::clone`: the
+/// bindings' inherent `clone` is `ostree_deployment_clone`, a copy, and libostree 2022.7 (Debian 12)
+/// finds the booted deployment in the new list by pointer (`deployment == self->booted_deployment` in
+/// ostree_sysroot_write_deployments_with_options; later releases use ostree_deployment_equal), so a
+/// list of copies is refused with "Attempting to remove booted deployment" on a booted host.
+fn same_objects<'a>(list: impl Iterator<Item = &'a ostree::Deployment>) -> Vec<ostree::Deployment> {
+    list.map(<ostree::Deployment as Clone>::clone).collect()
+}
+
+fn prune_locked(
+    sysroot: &ostree::Sysroot,
+    simulated: Option<&DeploymentKey>,
+) -> Result<Vec<String>> {
+    let view = SysrootView::new(sysroot, simulated);
+    let Some(keep) = prune_keep(&view.slots()) else {
+        return Ok(Vec::new());
+    };
+    let removed: Vec<String> = (0..view.deployments.len())
+        .filter(|i| !keep.contains(i))
+        .map(|i| DeploymentKey::of(&view.deployments[i]).to_string())
+        .collect();
+    let list = same_objects(keep.iter().map(|i| &view.deployments[*i]));
+    sysroot
+        .write_deployments(&list, gio::Cancellable::NONE)
+        .context("Removing deployments older than the rollback")?;
+    tracing::info!(removed = %removed.join(" "), "removed deployments older than the rollback");
+    Ok(removed)
 }
 
 /// The sysroot's repo by path (what the preflight reports and each layer worker opens).
@@ -525,6 +617,24 @@ impl SysrootView {
             deployments,
             really_booted: real_booted.is_some(),
         }
+    }
+
+    /// What a rollback or prune decides on (super::rollback).
+    fn slots(&self) -> Vec<Slot> {
+        let ours = self
+            .get(self.roles.booted.or(self.roles.pending))
+            .map(|d| d.osname().to_string());
+        self.deployments
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Slot {
+                booted: Some(i) == self.roles.booted,
+                // Really staged (a simulated boot's "staged" deployments are written out already).
+                staged: d.is_staged(),
+                pinned: d.is_pinned(),
+                ours: ours.as_deref().is_none_or(|o| o == d.osname().as_str()),
+            })
+            .collect()
     }
 
     fn get(&self, i: Option<usize>) -> Option<&ostree::Deployment> {

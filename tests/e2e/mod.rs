@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod firstboot;
+pub mod gate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ pub struct Lab {
     pub drain_timeout: String,
     /// `ConfigDriftMonitorStarted` events when the daemon was last started.
     monitors_at_start: usize,
+    /// The simulated kubelet does not report the node Ready after the next boots (a kubelet that never
+    /// comes up).
+    pub kubelet_withheld: bool,
 }
 
 impl Drop for Lab {
@@ -264,6 +268,7 @@ impl Lab {
             extra_args: Vec::new(),
             drain_timeout: "60s".into(),
             monitors_at_start: 0,
+            kubelet_withheld: false,
         };
         // Install: the first config applied with the CLI, as an installer would, then "booted".
         let first = initial(&lab);
@@ -292,6 +297,7 @@ impl Lab {
                 "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n  labels:\n    node-role.kubernetes.io/worker: \"\"\n    kubernetes.io/hostname: {NODE}\n  annotations:\n    {P}currentConfig: {name}\n    {P}desiredConfig: {name}\n    {P}state: Done\nspec: {{}}\nstatus:\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
             ))
             .unwrap();
+        lab.kubelet_reports_ready();
         lab
     }
 
@@ -460,6 +466,9 @@ impl Lab {
         .unwrap();
         // A new previous boot: whatever its ostree-finalize-staged logged is no longer the last one.
         let _ = std::fs::remove_file(self.finalize_log());
+        if !self.kubelet_withheld {
+            self.kubelet_reports_ready();
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {

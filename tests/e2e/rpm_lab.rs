@@ -189,6 +189,7 @@ impl RpmLab {
                 "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n  labels:\n    node-role.kubernetes.io/worker: \"\"\n    kubernetes.io/hostname: {NODE}\n  annotations:\n    {P}currentConfig: {name}\n    {P}desiredConfig: {name}\n    {P}state: Done\nspec: {{}}\nstatus:\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
             ))
             .unwrap();
+        lab.kubelet_reports_ready();
         lab
     }
 
@@ -312,6 +313,27 @@ impl RpmLab {
             format!("boot-{}-{}\n", self.boots, std::process::id()),
         )
         .unwrap();
+        self.kubelet_reports_ready();
+    }
+
+    /// Play the kubelet starting in this boot: Ready with a fresh heartbeat (see `Lab::kubelet_reports_ready`).
+    pub fn kubelet_reports_ready(&self) {
+        if self.sim.get_object("v1", "Node", None, NODE).is_none() {
+            return;
+        }
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        self.sim
+            .merge_patch_object(
+                "v1",
+                "Node",
+                None,
+                NODE,
+                &serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now}]}}),
+            )
+            .unwrap();
     }
 
     pub fn start(&mut self) {

@@ -205,6 +205,30 @@ impl KubeSim {
         Ok(())
     }
 
+    /// Play the kubelet that just started on the node: its Ready condition with a heartbeat of now
+    /// (kubernetes pkg/kubelet/nodestatus/setters.go ReadyCondition), through the status subresource.
+    pub fn kubelet_ready(&self) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let now = rfc3339(now);
+        let patch = json!({"status": {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        }]}});
+        self.kubectl(&[
+            "patch",
+            "node",
+            &self.node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ])?;
+        Ok(())
+    }
+
     /// Events about the node (oldest first).
     pub fn events(&self) -> Result<Vec<Event>> {
         let text = self.kubectl(&["get", "events", "-A", "-o", "json"])?;
@@ -293,6 +317,28 @@ impl Drop for KubeSim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2024-05-01T12:00:00Z`), the API's time format.
+fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A kubeconfig for the guest: the API server at `server` (e.g. `http://10.0.2.100:6443`).
@@ -393,5 +439,12 @@ mod tests {
         let text = guest_kubeconfig("http://10.0.2.100:6443");
         assert!(text.contains("server: http://10.0.2.100:6443\n"), "{text}");
         assert!(text.contains("current-context: node"), "{text}");
+    }
+
+    #[test]
+    fn api_times_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_714_564_800), "2024-05-01T12:00:00Z");
     }
 }

@@ -193,6 +193,7 @@ fn main_page(cmd: &clap::Command) -> Result<Vec<u8>> {
     m.render_options_section(&mut w)?;
     m.render_subcommands_section(&mut w)?;
     service_section(&mut w)?;
+    health_gate_section(&mut w)?;
     environment_section(cmd, &mut w)?;
     files_section(&mut w)?;
     main_exit_status_section(cmd, &mut w)?;
@@ -281,6 +282,28 @@ fn service_section(w: &mut Vec<u8>) -> Result<()> {
     })
 }
 
+/// The health gate after a boot into a new deployment, with the defaults the daemon uses.
+fn health_gate_section(w: &mut Vec<u8>) -> Result<()> {
+    use machine_config_daemon::daemon::gate::{DEFAULT_CHECK_TIMEOUT, DEFAULT_READY_TIMEOUT};
+    use machine_config_daemon::plan::{CheckKind, health::check_dirs};
+    let minutes = |d: std::time::Duration| format!("{} minutes", d.as_secs() / 60);
+    section(w, "HEALTH GATE", |roff| {
+        roff.control("PP", []);
+        roff.text([roman(format!(
+            "After an update boots a new deployment (a new OS image, kernel arguments, kernel type or              extensions), and before the node reports Done, the daemon runs the health gate. Every              required check must exit 0: the executables in {} (shipped in the OS image), in {} (from a              MachineConfig; a file of the same name replaces the image's, a symlink to /dev/null              disables it) and greenboot's *.sh scripts in {} (run with bash). They run in name order,              ours first; after the first failure the remaining required checks are skipped. Checks in              the wanted.d directories next to them only warn (event HealthCheckWarning). Each check is              killed with its process group after --health-check-timeout (default {}). The node's own              Ready condition, with a heartbeat from this boot, must be reported through the API server              within --health-ready-timeout of the gate's start (default {}). Both can also be set with              MCD_HEALTH_CHECK_TIMEOUT and MCD_HEALTH_READY_TIMEOUT in the environment file.",
+            check_dirs(CheckKind::Required)[0],
+            check_dirs(CheckKind::Required)[1],
+            check_dirs(CheckKind::Required)[2],
+            minutes(DEFAULT_CHECK_TIMEOUT),
+            minutes(DEFAULT_READY_TIMEOUT),
+        ))]);
+        roff.control("PP", []);
+        roff.text([roman(
+            "When everything passes, the node reports Done, and deployments older than the              previous one are removed (the previous one is kept to roll back to). When a required              check fails or the deadline passes, the daemon makes the previous deployment the default              (rpm-ostree: Rollback), reboots once, puts the config's files back at the old config,              and reports Degraded with the evidence (which image, which check and the last lines of              its output, or which deadline passed), an event RolledBack, the MachineConfigNode              condition NodeDegraded and the metric mcd_rollbacks. currentConfig and the on-disk              config stay at the old config. The node is uncordoned once the previous deployment is              healthy. The failed config and image are not tried again until the node's              desiredConfig or desiredImage changes, or the forcefile is touched. plan says which              checks will run; status shows the last gate.",
+        )]);
+    })
+}
+
 fn environment_section(cmd: &clap::Command, w: &mut Vec<u8>) -> Result<()> {
     let from_args: Vec<(String, String)> = cmd
         .get_arguments()
@@ -350,6 +373,21 @@ fn files_section(w: &mut Vec<u8>) -> Result<()> {
             roff,
             paths::FORCEFILE,
             "Touch it to re-apply the current config without validating the on-disk state (the daemon looks for it every 10 s; removed when used).",
+        );
+        item(
+            roff,
+            &format!(
+                "{}/, {}/, {}/",
+                paths::IMAGE_HEALTH_CHECKS,
+                paths::CONFIG_HEALTH_CHECKS,
+                paths::GREENBOOT_HEALTH_CHECKS
+            ),
+            "Health checks (required.d/, wanted.d/) run after a boot into a new deployment; see HEALTH GATE.",
+        );
+        item(
+            roff,
+            paths::HEALTH_GATE_STATE,
+            "The last health gate (each check's result and last output, the Ready wait, the verdict)              and the rollback in flight; under /var because every deployment shares it.",
         );
         item(
             roff,

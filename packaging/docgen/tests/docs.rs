@@ -479,3 +479,56 @@ fn readme_points_only_inside_the_repository() {
         "the README names repository paths ({checked} checked)"
     );
 }
+
+/// The health gate: the main page explains it with the daemon's own defaults and directories, and
+/// `start --help` (and its page) states the defaults of both deadlines.
+#[test]
+fn the_health_gate_and_its_defaults_are_documented() {
+    use machine_config_daemon::config::paths;
+    use machine_config_daemon::daemon::gate::{DEFAULT_CHECK_TIMEOUT, DEFAULT_READY_TIMEOUT};
+    let (dir, _) = generated();
+    let main = render(&dir.path().join("man8").join(man_page_name(&[])));
+    let flat = main.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "HEALTH GATE".to_string(),
+        format!("{}/required.d", paths::IMAGE_HEALTH_CHECKS),
+        format!("{}/required.d", paths::CONFIG_HEALTH_CHECKS),
+        format!("{}/required.d", paths::GREENBOOT_HEALTH_CHECKS),
+        format!("(default {} minutes)", DEFAULT_CHECK_TIMEOUT.as_secs() / 60),
+        format!("(default {} minutes)", DEFAULT_READY_TIMEOUT.as_secs() / 60),
+        paths::HEALTH_GATE_STATE.to_string(),
+        "RolledBack".to_string(),
+    ] {
+        assert!(
+            flat.contains(&needle),
+            "{needle:?} not on the main page:\n{main}"
+        );
+    }
+    let mut cli = docgen::command();
+    let start = cli.find_subcommand_mut("start").unwrap();
+    let help = start.render_long_help().to_string();
+    for (flag, default) in [
+        ("--health-check-timeout", DEFAULT_CHECK_TIMEOUT),
+        ("--health-ready-timeout", DEFAULT_READY_TIMEOUT),
+    ] {
+        let minutes = format!("[default: {}m]", default.as_secs() / 60);
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} not in:\n{help}"));
+        assert!(
+            help[at..].contains(&minutes),
+            "{flag} does not state {minutes}:\n{help}"
+        );
+    }
+    let page = render(
+        &dir.path()
+            .join("man8")
+            .join(man_page_name(&["start".to_string()])),
+    );
+    let flat = page.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("[default: 5m]") && flat.contains("[default: 10m]"),
+        "{page}"
+    );
+    assert!(flat.contains("MCD_HEALTH_READY_TIMEOUT"), "{page}");
+}

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::os::error::PullError;
 use crate::os::ostree_backend::DeploymentKey;
 use crate::os::{
-    CleanupReport, FetchProgress, OsChange, OsStatus, OstreeBackendOptions, PrefetchReport,
-    StageOutcome,
+    CleanupReport, Deployment, FetchProgress, OsChange, OsStatus, OstreeBackendOptions,
+    PrefetchReport, RollbackOutcome, StageOutcome,
 };
 
 /// One operation on the sysroot.
@@ -21,6 +21,12 @@ pub(crate) enum Operation {
         change: OsChange,
     },
     Cleanup,
+    /// Make `to` the default deployment (the health gate's rollback).
+    Rollback {
+        to: Deployment,
+    },
+    /// Remove deployments older than the rollback one (returns their keys; no cleanup).
+    PruneDeployments,
     /// The sysroot's deployments in order (to pick the one a simulated boot treats as booted).
     Deployments,
 }
@@ -33,6 +39,8 @@ pub(crate) enum Outcome {
     Prefetch(PrefetchReport),
     Stage(StageOutcome),
     Cleanup(CleanupReport),
+    Rollback(RollbackOutcome),
+    PruneDeployments(Vec<String>),
     Deployments(Vec<DeploymentKey>),
 }
 

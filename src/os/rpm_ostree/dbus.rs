@@ -68,6 +68,8 @@ pub trait Os {
     ) -> zbus::Result<String>;
     fn cleanup(&self, elements: &[&str]) -> zbus::Result<String>;
     fn finalize_deployment(&self, options: Options<'_>) -> zbus::Result<String>;
+    /// Options: only `reboot` (b) is read (rpmostreed-os.cxx os_handle_rollback).
+    fn rollback(&self, options: Options<'_>) -> zbus::Result<String>;
     /// `deployid` is an index into `Deployments` ("0", "1", …); "" with `is_pending` is the deployment
     /// the next boot uses (rpmostreed-os.cxx os_handle_get_deployment_boot_config).
     fn get_deployment_boot_config(&self, deployid: &str, is_pending: bool) -> zbus::Result<Dict>;

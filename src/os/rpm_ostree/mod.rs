@@ -25,7 +25,8 @@ use zbus::{Connection, Variant};
 
 use super::{
     CleanupReport, Deployment, OsBackend, OsChange, OsStatus, PrefetchReport, Prepared, ProgressFn,
-    Role, StageOutcome, ostree_image_reference, role_indices, user_kargs,
+    PruneReport, Role, RollbackOutcome, StageOutcome, ostree_image_reference, role_indices,
+    user_kargs,
 };
 pub use dbus::{BUS_NAME, BUSY_ERROR, SYSROOT_PATH};
 use dbus::{Dict, Options, OsProxy, SysrootProxy, get_bool, get_i32, get_str, get_strv};
@@ -647,6 +648,62 @@ impl OsBackend for RpmOstreeBackend {
         let os = self.os().await?;
         self.txn("cleanup --base", || os.cleanup(&["base"])).await?;
         Ok(CleanupReport::default())
+    }
+
+    /// rpm-ostree's `Rollback` without `reboot` (the daemon reboots after recording it). rpm-ostreed's
+    /// rollback moves the rollback deployment to the front; with no rollback deployment but a pending
+    /// one it puts the booted one back on top, so a second call would undo the first
+    /// (rpmostreed-transaction-types.cxx rollback_transaction_execute): it is only called while `to` is
+    /// the rollback deployment. A staged deployment makes it fail ("Staged deployment (remove with
+    /// cleanup -p)"), so one is removed first.
+    async fn rollback(&self, to: &Deployment) -> Result<RollbackOutcome> {
+        let same = |d: &Deployment| {
+            d.stateroot == to.stateroot && d.checksum == to.checksum && d.serial == to.serial
+        };
+        for _ in 0..REPLANS {
+            let os = self.os().await?;
+            let status = self.read_status(&os).await?;
+            if status.staged.is_none() && status.pending.as_ref().is_some_and(same) {
+                return Ok(RollbackOutcome::AlreadyDefault);
+            }
+            if status.staged.is_some() {
+                self.cleanup_pending(&os).await?;
+                continue;
+            }
+            match status.rollback.as_ref() {
+                Some(r) if same(r) => {}
+                other => bail!(
+                    "Cannot roll back to deployment {}: rpm-ostree's rollback deployment is {}",
+                    to.id(),
+                    other.map(Deployment::id).unwrap_or_else(|| "none".into())
+                ),
+            }
+            let ran = self
+                .txn("rollback", || {
+                    let mut opts = Options::new();
+                    opts.insert("reboot", opt(false));
+                    os.rollback(opts)
+                })
+                .await?;
+            if let Ran::Ours(_) = ran {
+                tracing::info!(deployment = %to.id(), "rpm-ostree rolled back: the previous deployment boots next");
+                return Ok(RollbackOutcome::Switched);
+            }
+        }
+        bail!(
+            "rpm-ostree: other clients kept changing the deployments while we rolled back; try again"
+        )
+    }
+
+    /// rpm-ostree keeps no deployments older than the rollback one (finalization writes the new one,
+    /// the booted one and pinned ones only; ostree_sysroot_simple_write_deployment) and can only remove
+    /// every rollback deployment (`cleanup -r`), which would drop the previous one too: so only
+    /// `cleanup --base`.
+    async fn prune(&self) -> Result<PruneReport> {
+        Ok(PruneReport {
+            deployments_removed: Vec::new(),
+            cleanup: self.cleanup().await?,
+        })
     }
 }
 

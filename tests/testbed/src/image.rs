@@ -99,6 +99,12 @@ impl LayerSpec {
         self
     }
 
+    /// A file with mode 0755 (a script or binary).
+    pub fn executable(mut self, path: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push(FileSpec::executable(path, contents));
+        self
+    }
+
     pub fn random_file(mut self, path: &str, bytes: u64) -> Self {
         self.random_file = Some((path.to_string(), bytes));
         self

@@ -57,9 +57,9 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 }
 
 /// First boot, and the daemon's first sync: Done at the installed config.
-const FIRST_SYNC: Duration = Duration::from_secs(240);
+pub(super) const FIRST_SYNC: Duration = Duration::from_secs(240);
 /// From the reboot back to Done (boot, verify, uncordon).
-const AFTER_REBOOT: Duration = Duration::from_secs(300);
+pub(super) const AFTER_REBOOT: Duration = Duration::from_secs(300);
 /// A rebootless update or a failure report.
 const NO_REBOOT_UPDATE: Duration = Duration::from_secs(240);
 
@@ -87,8 +87,8 @@ fn on_cluster_image(suite: &mut Suite) -> Result<String> {
 }
 
 /// Boot, and let the daemon settle at the installed config.
-fn boot_to_done(node: &mut Node, run: &mut Run) -> Result<NodeView> {
-    run.step("first boot to ready", || node.vm.boot().map(|_| ()))?;
+pub(super) fn boot_to_done(node: &mut Node, run: &mut Run) -> Result<NodeView> {
+    run.step("first boot to ready", || node.boot())?;
     let booted = booted_checksum(node)?;
     ensure!(
         booted == node.image.commit,
@@ -102,7 +102,7 @@ fn boot_to_done(node: &mut Node, run: &mut Run) -> Result<NodeView> {
 
 /// After an update: a new deployment booted, nothing staged, and `rollback` (the checksum of the
 /// deployment it came from) as the rollback. Returns the booted checksum.
-fn assert_updated_deployments(node: &mut Node, rollback: &str) -> Result<String> {
+pub(super) fn assert_updated_deployments(node: &mut Node, rollback: &str) -> Result<String> {
     let status = node.ostree_status()?;
     let booted = status
         .booted()
@@ -128,7 +128,7 @@ fn assert_updated_deployments(node: &mut Node, rollback: &str) -> Result<String>
     Ok(booted)
 }
 
-fn booted_checksum(node: &mut Node) -> Result<String> {
+pub(super) fn booted_checksum(node: &mut Node) -> Result<String> {
     Ok(node
         .ostree_status()?
         .booted()
@@ -137,7 +137,7 @@ fn booted_checksum(node: &mut Node) -> Result<String> {
         .clone())
 }
 
-fn count(reasons: &[String], reason: &str) -> usize {
+pub(super) fn count(reasons: &[String], reason: &str) -> usize {
     reasons.iter().filter(|r| r.as_str() == reason).count()
 }
 
@@ -201,7 +201,7 @@ fn out_of_cluster_layering(suite: &mut Suite, run: &mut Run) -> Result<()> {
             pods == ["kube-system/node-exporter-x7k2p"],
             "after the drain the node runs {pods:?}; only the DaemonSet pod should stay"
         );
-        run.step("boot after the reboot", || node.vm.boot().map(|_| ()))?;
+        run.step("boot after the reboot", || node.boot())?;
         let done = run.step("daemon: verify the boot, uncordon, Done", || {
             node.wait_done(CONFIG, AFTER_REBOOT)
         })?;
@@ -479,7 +479,7 @@ fn firstboot(suite: &mut Suite, run: &mut Run) -> Result<()> {
                 node.vm.expect_exit(Exit::Reboot)
             },
         )?;
-        run.step("boot after the reboot", || node.vm.boot().map(|_| ()))?;
+        run.step("boot after the reboot", || node.boot())?;
         // node-annotations.json already says Done: the NodeDone event marks the validated bootstrap.
         run.step(
             "daemon: bootstrap from node-annotations.json, validate, Done",
@@ -586,7 +586,7 @@ fn power_cut_while_staging(suite: &mut Suite, run: &mut Run) -> Result<()> {
             .config_mut()
             .extra_kargs
             .push("vmtest.hold_finalize".into());
-        run.step("boot after the power cut", || node.vm.boot().map(|_| ()))?;
+        run.step("boot after the power cut", || node.boot())?;
         ensure!(
             booted_checksum(node)? == v1,
             "the old deployment did not boot after the power cut"
@@ -610,9 +610,7 @@ fn power_cut_while_staging(suite: &mut Suite, run: &mut Run) -> Result<()> {
             rebooting.mco_annotations()
         );
         assert_only_entry(node, &v1)?;
-        run.step("boot after the second power cut", || {
-            node.vm.boot().map(|_| ())
-        })?;
+        run.step("boot after the second power cut", || node.boot())?;
         ensure!(
             booted_checksum(node)? == v1,
             "the old deployment did not boot after the second power cut"

@@ -15,6 +15,7 @@ use crate::vm::BootRecord;
 use crate::workspace::Workspace;
 
 mod daemon;
+mod health;
 mod node;
 mod smoke;
 
@@ -30,6 +31,7 @@ pub struct Scenario {
 pub fn all() -> Vec<Scenario> {
     let mut all = smoke::scenarios();
     all.extend(daemon::scenarios());
+    all.extend(health::scenarios());
     all
 }
 

@@ -229,6 +229,9 @@ pub struct Node {
     /// Pull spec of the image the disk was installed from (the guest's view).
     pub installed_image: String,
     pub image: DiskImage,
+    /// The harness plays the kubelet: after each boot it reports the node Ready (with this boot's
+    /// heartbeat), unless withheld (a kubelet that never comes up).
+    pub kubelet_withheld: bool,
 }
 
 /// How the scenario wants the node set up before its first boot.
@@ -299,7 +302,18 @@ impl Node {
             kube,
             installed_image,
             image,
+            kubelet_withheld: false,
         })
+    }
+
+    /// Boot what the boot entries say, to the harness's ready marker; then the kubelet reports the node
+    /// Ready (unless withheld), as a kubelet does right after it starts.
+    pub fn boot(&mut self) -> Result<()> {
+        self.vm.boot()?;
+        if !self.kubelet_withheld {
+            self.kube.kubelet_ready()?;
+        }
+        Ok(())
     }
 
     /// Poll the Node (every second) until `pred` holds. Fails at once if the VM goes down, and after
@@ -366,6 +380,11 @@ impl Node {
     pub fn wait_daemon_reboot(&mut self) -> Result<()> {
         let deadline = Instant::now() + REBOOT_WAIT;
         let mut next_look = Instant::now();
+        // A node Degraded before (after a rollback) stays Degraded through the next update, as the MCD
+        // does: only a new reason is a failure.
+        let before = self.kube.node()?;
+        let reason_before = before.annotation("reason").unwrap_or_default().to_string();
+        let degraded_before = before.state() == Some("Degraded");
         loop {
             match self.vm.check_exit()? {
                 Some(Exit::Reboot) => return Ok(()),
@@ -374,7 +393,12 @@ impl Node {
             }
             if Instant::now() >= next_look {
                 let node = self.kube.node()?;
-                if let Some(state @ ("Degraded" | "Unreconcilable")) = node.state() {
+                let same_as_before = degraded_before
+                    && node.state() == Some("Degraded")
+                    && node.annotation("reason").unwrap_or_default() == reason_before;
+                if let Some(state @ ("Degraded" | "Unreconcilable")) =
+                    node.state().filter(|_| !same_as_before)
+                {
                     bail!(
                         "the daemon reported {state} instead of rebooting: {}",
                         node.annotation("reason").unwrap_or_default()
@@ -397,7 +421,7 @@ impl Node {
     /// entries now say (the harness is the bootloader).
     pub fn follow_daemon_reboot(&mut self, run: &mut Run, label: &str) -> Result<()> {
         run.step(label, || self.wait_daemon_reboot())?;
-        run.step("boot after the reboot", || self.vm.boot().map(|_| ()))
+        run.step("boot after the reboot", || self.boot())
     }
 
     /// The daemon's view of the OS (`machine-config-daemon status -o json` in the guest).

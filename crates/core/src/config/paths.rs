@@ -21,6 +21,17 @@ pub const CORE_SSH_KEYS: &str = "/home/core/.ssh/authorized_keys.d/ignition";
 /// The container registries configuration with the special drain rules (§4.3).
 pub const REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
+/// Health checks the OS image ships (`required.d/`, `wanted.d/`), run after a new deployment boots.
+pub const IMAGE_HEALTH_CHECKS: &str = "/usr/lib/machine-config-daemon/health.d";
+/// Health checks from MachineConfigs (or the admin); a file here replaces the image's check of the same
+/// name.
+pub const CONFIG_HEALTH_CHECKS: &str = "/etc/machine-config-daemon/health.d";
+/// greenboot's checks (`required.d/*.sh`, `wanted.d/*.sh`, run with bash), for compatibility.
+pub const GREENBOOT_HEALTH_CHECKS: &str = "/etc/greenboot/check";
+/// The last health gate's result and the rollback in flight: under /var, which every deployment
+/// shares (a rollback boots the previous deployment's /etc, which never saw the gate).
+pub const HEALTH_GATE_STATE: &str = "/var/lib/machine-config-daemon/health-gate.json";
+
 /// Files the cert writer owns (from ControllerConfig, not MachineConfigs): never removed as stale, never a
 /// reason for a disruption (`mco-protocol.md` §4.2 "Outside NDP").
 pub const CERT_WRITER_FILES: &[&str] = &[

@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod diff;
+pub mod health;
 pub mod irreconcilable;
 pub mod kargs;
 pub mod reconcile;
@@ -19,6 +20,7 @@ use crate::config::policy::PolicyAction;
 use crate::config::{KernelType, MachineConfig, MachineConfiguration};
 pub use actions::{Action, ClusterPolicy, PolicySource};
 pub use diff::Changes;
+pub use health::{CheckKind, HealthGate};
 pub use kargs::KernelArgsChange;
 pub use reconcile::Unreconcilable;
 pub use ssh::{SshKey, SshKeysChange};
@@ -64,6 +66,10 @@ pub struct Plan {
     /// Why the actions and the drain decision are what they are, one line per reason.
     pub explanations: Vec<String>,
     pub warnings: Vec<String>,
+    /// The health checks that run after the reboot into the new deployment before the node reports Done
+    /// (a failure rolls back); `None` when the update boots no new deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_gate: Option<HealthGate>,
     /// The policy actions before mapping (keeps `Special` for the executor).
     #[serde(skip)]
     pub policy_actions: Vec<PolicyAction>,
@@ -265,6 +271,21 @@ pub fn plan_with(
         explanations.push("drain: a disruption policy asks for it".into());
     }
 
+    let reboot = policy_actions == [PolicyAction::Reboot];
+    // A new deployment boots when the OS part changes (a forced re-apply of the booted image makes none);
+    // first boot has no known-good deployment of this config to go back to.
+    let new_deployment = os_image.is_some()
+        || !kernel_arguments.is_empty()
+        || kernel_type.is_some()
+        || !extensions.add.is_empty()
+        || !extensions.remove.is_empty();
+    let health_gate = (unreconcilable.is_empty() && reboot && new_deployment && !opts.first_boot)
+        .then(|| {
+            let (gate, gate_warnings) = HealthGate::for_config(desired);
+            warnings.extend(gate_warnings);
+            gate
+        });
+
     Plan {
         from_config: current.name.clone(),
         to_config: desired.name.clone(),
@@ -280,11 +301,12 @@ pub fn plan_with(
         ssh_key_changes,
         password,
         actions: policy_actions.iter().map(actions::to_action).collect(),
-        reboot: policy_actions == [PolicyAction::Reboot],
+        reboot,
         drain,
         forced: opts.force,
         explanations,
         warnings,
+        health_gate,
         policy_actions,
     }
 }

@@ -86,6 +86,9 @@ impl Plan {
                 "  reboot:        {}",
                 if self.reboot { "yes" } else { "no" }
             );
+            if let Some(gate) = &self.health_gate {
+                let _ = writeln!(out, "  health gate:   {}", gate.summary());
+            }
             if !self.explanations.is_empty() {
                 let _ = writeln!(out, "  why:");
                 for line in &self.explanations {

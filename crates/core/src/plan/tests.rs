@@ -781,3 +781,63 @@ fn overridden_storage_changes_are_accepted_and_change_nothing_on_the_node() {
     assert_eq!(p.actions, vec![Action::None]);
     assert!(!p.drain && !p.reboot && !p.touches_host() && !p.touches_os());
 }
+
+#[test]
+fn the_health_gate_is_planned_only_when_a_new_deployment_boots() {
+    let a = mc("a", json!({"osImageURL": D1}));
+    // A new image: the gate runs after the reboot, and the text says which checks.
+    let image = run(&a, &mc("b", json!({"osImageURL": D2})));
+    let gate = image
+        .health_gate
+        .as_ref()
+        .expect("an image change is gated");
+    assert!(gate.node_ready);
+    assert_eq!(
+        gate.required_dirs[0],
+        "/usr/lib/machine-config-daemon/health.d/required.d"
+    );
+    let t = image.to_text();
+    assert!(
+        t.contains("health gate:") && t.contains("rolls back to the current deployment"),
+        "{t}"
+    );
+    // Kernel arguments make a new deployment too.
+    let kargs = run(
+        &a,
+        &mc("b", json!({"osImageURL": D1, "kernelArguments": ["nosmt"]})),
+    );
+    assert!(kargs.health_gate.is_some());
+    // A reboot for a file, a rebootless change, a forced re-apply of the booted image: no new deployment.
+    let file_only = run(
+        &a,
+        &mc(
+            "b",
+            json!({"osImageURL": D1, "config": {"storage": {"files": [file("/etc/x", "1")]}}}),
+        ),
+    );
+    assert!(file_only.reboot && file_only.health_gate.is_none());
+    assert!(!file_only.to_text().contains("health gate"));
+    let forced = plan_with(
+        &a,
+        &a,
+        Some(D1),
+        &MachineConfiguration::default(),
+        &PlanOptions {
+            force: true,
+            ..Default::default()
+        },
+    );
+    assert!(forced.reboot && forced.health_gate.is_none());
+    // First boot: no API server and no known-good deployment of the config to go back to.
+    let first = plan_with(
+        &a,
+        &mc("b", json!({"osImageURL": D2})),
+        None,
+        &MachineConfiguration::default(),
+        &PlanOptions {
+            first_boot: true,
+            ..Default::default()
+        },
+    );
+    assert!(first.health_gate.is_none());
+}

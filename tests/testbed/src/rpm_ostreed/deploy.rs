@@ -96,6 +96,10 @@ pub enum Op {
     Finalize {
         options: Dict,
     },
+    /// `Rollback`: only `reboot` is read (rpmostreed-os.cxx os_handle_rollback).
+    Rollback {
+        reboot: bool,
+    },
 }
 
 /// What a finished transaction says: messages for `Message` signals; `Err` is `Finished(false, …)`.
@@ -223,7 +227,56 @@ impl RpmOstreedState {
                 repomd: _,
             } => Ok(self.cleanup(osname, pending, rollback)),
             Op::Finalize { options } => self.finalize(osname, &options),
+            Op::Rollback { reboot } => self.rollback(osname, reboot),
         }
+    }
+
+    /// rpm-ostree: rpmostreed-transaction-types.cxx rollback_transaction_execute, with pending and
+    /// rollback as ostree-sysroot.c ostree_sysroot_query_deployments_for finds them (the first of
+    /// `osname` before the booted one, the first after it).
+    fn rollback(&mut self, osname: &str, reboot: bool) -> Outcome {
+        let booted = self.booted_index();
+        let (mut pending, mut rollback, mut found_booted) = (None, None, false);
+        for (i, d) in self.deployments.iter().enumerate() {
+            if d.osname != osname {
+                continue;
+            }
+            if Some(i) == booted {
+                found_booted = true;
+                continue;
+            }
+            if !found_booted && pending.is_none() {
+                pending = Some(i);
+            } else if found_booted && rollback.is_none() {
+                rollback = Some(i);
+            }
+        }
+        if rollback.is_none() && pending.is_none() {
+            return Err("No rollback deployment found".into());
+        }
+        if pending.is_some_and(|p| self.deployments[p].staged) {
+            return Err("Staged deployment (remove with cleanup -p)".into());
+        }
+        // "If there isn't a rollback deployment, but there *is* a pending deployment, then we want
+        // "rpm-ostree rollback" to put the currently booted deployment back on top."
+        let Some(target) = rollback.or(booted) else {
+            return Err("the double needs a booted deployment to roll back".into());
+        };
+        let first = self.deployments[target].clone();
+        let messages = vec![format!(
+            "Moving '{}.{}' to be first deployment",
+            first.checksum, first.serial
+        )];
+        // "if default changed write it" (ostree_sysroot_write_deployments with the reordered list).
+        if target != 0 {
+            let moved = self.deployments.remove(target);
+            self.deployments.insert(0, moved);
+        }
+        if reboot {
+            // check_sd_inhibitor_locks is not modelled.
+            self.request_reboot();
+        }
+        Ok(messages)
     }
 
     /// rpm-ostree: rpmostreed-transaction-types.cxx deploy_transaction_execute (the container path).

@@ -385,6 +385,26 @@ impl OsIface {
             .await
     }
 
+    /// os_handle_rollback: only the `reboot` option is read; the transaction's title is "rollback"
+    /// (rpmostreed_sysroot_set_txn_and_title).
+    async fn rollback(
+        &self,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DaemonError> {
+        let options = Dict::parse(&options);
+        let reboot = options.bool("reboot", false);
+        self.inner
+            .begin(
+                "Rollback",
+                render(&options),
+                Self::sender(&header),
+                "rollback".into(),
+                Op::Rollback { reboot },
+            )
+            .await
+    }
+
     /// os_handle_get_deployment_boot_config: `deployid` is an index into the deployment list; "" means
     /// the pending (first) deployment when `is_pending`, else the merge (booted) one.
     fn get_deployment_boot_config(

@@ -7,7 +7,7 @@
 //! - `iface.rs`: the `Sysroot` and `OS` objects (methods, properties, deployment and boot-config dicts);
 //! - `txn.rs`: one transaction at a time on a peer-to-peer server, open until every peer has left,
 //!   busy error for a different call, an identical call joins;
-//! - `deploy.rs`: what Rebase/UpdateDeployment/KernelArgs/Cleanup/FinalizeDeployment do to the
+//! - `deploy.rs`: what Rebase/UpdateDeployment/KernelArgs/Cleanup/FinalizeDeployment/Rollback do to the
 //!   deployments, with rpm-ostree's error texts;
 //! - `repos.rs`: package layering needs an enabled rpm-md repo under the node root;
 //! - `kargs.rs`: libostree's kernel-argument editing;
@@ -287,7 +287,8 @@ impl RpmOstreedState {
 pub(crate) struct Inner {
     pub(crate) state: Mutex<RpmOstreedState>,
     pub(crate) active: Mutex<Option<Arc<txn::Txn>>>,
-    pub(crate) dir: tempfile::TempDir,
+    /// Where the transaction sockets go (owned by [`FakeRpmOstreed`], so it goes with it).
+    pub(crate) dir: PathBuf,
     pub(crate) osname: String,
     /// The bus connection while the double is "running".
     pub(crate) bus: Mutex<Option<zbus::Connection>>,
@@ -353,6 +354,19 @@ pub struct ActiveTransaction {
 pub struct FakeRpmOstreed {
     inner: Arc<Inner>,
     bus_address: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The connection's served interfaces hold `Inner`, and `Inner` holds the connection: without this the
+/// cycle kept the connection and the temporary directory alive after the test.
+impl Drop for FakeRpmOstreed {
+    fn drop(&mut self) {
+        self.inner
+            .bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
 }
 
 impl FakeRpmOstreed {
@@ -363,12 +377,13 @@ impl FakeRpmOstreed {
             .or(state.deployments.first())
             .map(|d| d.osname.clone())
             .unwrap_or_else(|| "rhcos".into());
+        let dir = tempfile::Builder::new()
+            .prefix("testbed-rpmostreed-")
+            .tempdir()?;
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             active: Mutex::new(None),
-            dir: tempfile::Builder::new()
-                .prefix("testbed-rpmostreed-")
-                .tempdir()?,
+            dir: dir.path().to_path_buf(),
             osname,
             bus: Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -377,6 +392,7 @@ impl FakeRpmOstreed {
         let me = Self {
             inner,
             bus_address: bus_address.to_string(),
+            _dir: dir,
         };
         me.serve().await?;
         Ok(me)

@@ -92,7 +92,7 @@ impl Inner {
                 return Err(DaemonError::busy("System transaction in progress"));
             }
             // "there can be at most one transaction": one well-known socket path, unlinked first.
-            let path = self.dir.path().join("rpm-ostree-transaction.sock");
+            let path = self.dir.join("rpm-ostree-transaction.sock");
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path).map_err(|e| {
                 DaemonError::failed(format!("Failed to bind {}: {e}", path.display()))
