@@ -75,7 +75,12 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Cmd::List => {
             for s in scenarios::all() {
-                println!("{:<20} {}", s.name, s.about);
+                let when = if s.only_when_named {
+                    " (only when named)"
+                } else {
+                    ""
+                };
+                println!("{:<24} {}{when}", s.name, s.about);
             }
             Ok(true)
         }

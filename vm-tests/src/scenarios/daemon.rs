@@ -27,31 +27,37 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "layering-out-of-cluster",
             about: "osImageURL by digest: drain, stage, one reboot, Done; the old deployment is the rollback",
             run: out_of_cluster_layering,
+            only_when_named: false,
         },
         Scenario {
             name: "layering-on-cluster",
             about: "desiredImage set (currentImage follows), then cleared (back to the config's image)",
             run: on_cluster_layering,
+            only_when_named: false,
         },
         Scenario {
             name: "rebootless",
             about: "SSH key + safe registries.conf change: files written, crio reloaded over D-Bus, no reboot",
             run: rebootless,
+            only_when_named: false,
         },
         Scenario {
             name: "firstboot",
             about: "first boot as the cluster delivers it (stripped encapsulated config, node-annotations.json): image + kargs, one reboot, bootstrap, Done",
             run: firstboot,
+            only_when_named: false,
         },
         Scenario {
             name: "power-cut",
             about: "power cuts while staging and before finalize: the old OS boots, the daemon restages, one reboot",
             run: power_cut_while_staging,
+            only_when_named: false,
         },
         Scenario {
             name: "bad-image",
             about: "unreachable and non-bootable images: Degraded with the reason, nothing staged, no reboot",
             run: bad_image,
+            only_when_named: false,
         },
     ]
 }

@@ -28,11 +28,13 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "health-gate-rollback",
             about: "an image whose required health check fails: boot, gate fails, rollback, one more reboot, Degraded with the check's output, uncordoned; then a fixed image: Done, the previous deployment kept",
             run: failing_check_rolls_back,
+            only_when_named: false,
         },
         Scenario {
             name: "health-gate-not-ready",
             about: "the kubelet never reports Ready after the boot (deadline from the environment file): rollback, with a power cut in the middle of it",
             run: not_ready_rolls_back,
+            only_when_named: false,
         },
     ]
 }
@@ -245,7 +247,7 @@ fn not_ready_rolls_back(suite: &mut Suite, run: &mut Run) -> Result<()> {
         "4.0",
     )?;
     const CONFIG: &str = "rendered-worker-4";
-    const DEADLINE: &str = "45s";
+    const DEADLINE: &str = "30s";
     let registries = registries_conf();
     let files: [McFile; 2] = [
         ("/etc/containers/registries.conf", &registries, 0o644),

@@ -25,6 +25,8 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     pub run: fn(&mut Suite, &mut Run) -> Result<()>,
+    /// Run only when named: what it checks, another scenario of the default run checks too.
+    pub only_when_named: bool,
 }
 
 /// Every scenario, in the order `run` with no names executes them.
@@ -35,11 +37,12 @@ pub fn all() -> Vec<Scenario> {
     all
 }
 
-/// The scenarios named (all when `names` is empty); unknown names are an error listing the known.
+/// The scenarios named (when `names` is empty: all but the ones run only when named); unknown names are
+/// an error listing the known.
 pub fn select(names: &[String]) -> Result<Vec<Scenario>> {
     let known = all();
     if names.is_empty() {
-        return Ok(known);
+        return Ok(known.into_iter().filter(|s| !s.only_when_named).collect());
     }
     let mut chosen = Vec::new();
     for name in names {
@@ -315,7 +318,19 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("stage-reboot"), "{err}");
-        assert_eq!(select(&[]).unwrap().len(), all().len());
+        // The default run leaves out only the scenarios run when named; naming one runs it.
+        let default: Vec<_> = select(&[]).unwrap().iter().map(|s| s.name).collect();
+        assert!(!default.contains(&"power-cut-staged"), "{default:?}");
+        assert_eq!(
+            default.len(),
+            all().iter().filter(|s| !s.only_when_named).count()
+        );
+        assert!(
+            default.contains(&"health-gate-rollback") && default.contains(&"health-gate-not-ready")
+        );
+        let named = select(&["power-cut-staged".into()]).unwrap();
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].name, "power-cut-staged");
         let names: HashSet<_> = all().iter().map(|s| s.name).collect();
         assert_eq!(names.len(), all().len(), "scenario names are unique");
     }
