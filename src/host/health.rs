@@ -242,7 +242,8 @@ pub struct CheckResult {
     #[serde(flatten)]
     pub outcome: CheckOutcome,
     pub millis: u64,
-    /// The last lines of its stdout and stderr, interleaved as they came (at most [`OUTPUT_LINES`]).
+    /// The last lines of its stdout and stderr, in the order it wrote them (one pipe for both; at most
+    /// [`OUTPUT_LINES`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output: Vec<String>,
 }
@@ -311,11 +312,26 @@ pub async fn run_check(check: &Check, timeout: Duration) -> CheckResult {
     } else {
         tokio::process::Command::new(&check.path)
     };
+    let tail = Arc::new(Mutex::new(Tail::default()));
+    // One pipe for stdout and stderr (as `2>&1`): the lines keep the order the check wrote them in.
+    let (reader, writer) = match output_pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            return result_of(
+                check,
+                started,
+                CheckOutcome::CouldNotRun {
+                    error: format!("creating its output pipe: {e}"),
+                },
+                &tail,
+            );
+        }
+    };
     cmd.current_dir("/")
         .env("MCD_HEALTH_CHECK", check.kind.as_str())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.0)
+        .stderr(writer.1)
         // Its own process group, so a timeout kills what it started too.
         .process_group(0)
         .kill_on_drop(true);
@@ -327,21 +343,11 @@ pub async fn run_check(check: &Check, timeout: Duration) -> CheckResult {
                 .map_err(std::io::Error::from)
         });
     }
-    let result = |outcome, tail: &Arc<Mutex<Tail>>| CheckResult {
-        path: check.shown.clone(),
-        kind: check.kind,
-        outcome,
-        millis: started.elapsed().as_millis() as u64,
-        output: tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .iter()
-            .cloned()
-            .collect(),
-    };
-    let tail = Arc::new(Mutex::new(Tail::default()));
-    let mut child = match cmd.spawn() {
+    let result = |outcome, tail: &Arc<Mutex<Tail>>| result_of(check, started, outcome, tail);
+    let spawned = cmd.spawn();
+    // The command holds the pipe's write ends: the reader sees EOF only once they are gone.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return result(
@@ -359,14 +365,7 @@ pub async fn run_check(check: &Check, timeout: Duration) -> CheckResult {
             .id()
             .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
     );
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(collect(s, tail.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(collect(s, tail.clone())));
+    let output = tokio::spawn(collect(reader, tail.clone()));
     let outcome = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => {
             use std::os::unix::process::ExitStatusExt;
@@ -388,10 +387,37 @@ pub async fn run_check(check: &Check, timeout: Duration) -> CheckResult {
     };
     drop(group);
     let _ = child.wait().await;
-    for task in [out, err].into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), output).await;
     result(outcome, &tail)
+}
+
+fn result_of(
+    check: &Check,
+    started: Instant,
+    outcome: CheckOutcome,
+    tail: &Arc<Mutex<Tail>>,
+) -> CheckResult {
+    CheckResult {
+        path: check.shown.clone(),
+        kind: check.kind,
+        outcome,
+        millis: started.elapsed().as_millis() as u64,
+        output: tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .iter()
+            .cloned()
+            .collect(),
+    }
+}
+
+/// A pipe whose write end goes to both stdout and stderr of a check.
+fn output_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, (Stdio, Stdio))> {
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let stdout = Stdio::from(writer.try_clone()?);
+    let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
+    Ok((receiver, (stdout, Stdio::from(writer))))
 }
 
 /// Kills a check's process group when dropped.
@@ -833,6 +859,22 @@ mod tests {
             matches!(r.outcome, CheckOutcome::CouldNotRun { .. }),
             "{r:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_lines_keep_the_order_the_check_wrote_them_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = check(
+            dir.path(),
+            "mixed",
+            "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do echo out$i; echo err$i >&2; done\nexit 1\n",
+            CheckKind::Required,
+        );
+        let r = run_check(&c, Duration::from_secs(10)).await;
+        let want: Vec<String> = (1..=8)
+            .flat_map(|i| [format!("out{i}"), format!("err{i}")])
+            .collect();
+        assert_eq!(r.output, want);
     }
 
     #[tokio::test]
