@@ -515,6 +515,18 @@ where
         Ok(())
     }
 
+    /// The rollback is over (healthy, stuck, or overtaken by another boot): recorded once, never redone.
+    fn finish_rollback(
+        &self,
+        mut record: health::GateRecord,
+        mut rb: health::Rollback,
+    ) -> anyhow::Result<Option<Synced>> {
+        rb.step = RollbackStep::Finished;
+        record.rollback = Some(rb);
+        health::save(&self.root, &record)?;
+        Ok(Some(Synced::Settled))
+    }
+
     /// Carry a rollback forward, from wherever it stands (see the module docs). `Some` when it decided
     /// this sync; `None` when there is none or it is over (the failed journal then makes the node report
     /// Degraded until a new target or the forcefile).
@@ -596,10 +608,7 @@ where
                     rb.stuck = Some(stuck);
                 }
             }
-            rb.step = RollbackStep::Finished;
-            record.rollback = Some(rb);
-            health::save(&self.root, &record)?;
-            return Ok(Some(Synced::Settled));
+            return self.finish_rollback(record, rb);
         }
         if booted.as_deref() != Some(record.deployment.id.as_str()) {
             // Someone booted something else: the rollback has nothing left to do.
@@ -611,10 +620,7 @@ where
             self.stay_degraded(journal, &format!("{reason}; {stuck}"))
                 .await?;
             rb.stuck = Some(stuck);
-            rb.step = RollbackStep::Finished;
-            record.rollback = Some(rb);
-            health::save(&self.root, &record)?;
-            return Ok(Some(Synced::Settled));
+            return self.finish_rollback(record, rb);
         }
         // Still on the failed deployment.
         if rb.step == RollbackStep::Rebooting && rb.reboot_boot_id.as_deref() == Some(boot_id) {
