@@ -60,6 +60,35 @@ fn an_invalid_node_name_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_zero_or_unreadable_health_deadline_is_refused_before_anything_runs() {
+    let root = tempfile::tempdir().unwrap();
+    for (flag, value, says) in [
+        (
+            "--health-ready-timeout",
+            "0s",
+            "is zero; give a duration of at least 1s",
+        ),
+        ("--health-check-timeout", "soon", "soon"),
+    ] {
+        let o = run(&mut start_cmd(
+            root.path(),
+            &["--node-name", "worker-0", flag, value],
+        ));
+        assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+        assert!(
+            err(&o).contains(flag) && err(&o).contains(says) && err(&o).lines().count() <= 4,
+            "{}",
+            err(&o)
+        );
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "something was written into the node root"
+        );
+    }
+}
+
+#[test]
 fn missing_credentials_say_what_was_tried_and_what_to_do() {
     let root = tempfile::tempdir().unwrap();
     let o = run(&mut start_cmd(
